@@ -1,2 +1,276 @@
+//! `cobro`: run the server, migrate the database, and administer organisations, keys,
+//! credits, tokens and the catalog.
+//!
+//! Configuration precedence: defaults < `--config FILE` < `COBRO_*` variables < flags.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use cobro_server::{
+    Config,
+    admin::{self, KeyOptions},
+    bootstrap, server, store, telemetry,
+};
+use cobro_types::Environment;
+use serde::Serialize;
+
+#[derive(Debug, Parser)]
+#[command(name = "cobro", version, about = "Bill payments and pay-per-request gateway (Chipi Bills compatible)")]
+struct Cli {
+    /// Configuration file (TOML). Every option can also be set as a COBRO_* variable.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://… [env: COBRO_DATABASE_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    database: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server (migrates first; seeds a demo on an empty database).
+    Serve {
+        /// Address to listen on [env: COBRO_LISTEN] [default: 127.0.0.1:8080]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Write the server's base URL to this file once it is listening (for scripts).
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Administer the database directly.
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print every option with its default and its environment variable.
+    PrintDefault,
+}
+
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Organisations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// API key pairs.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Organisation credits.
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+    /// Mint a customer JWT from the built-in issuer.
+    Token {
+        /// The public key the token is for (it must trust the built-in issuer).
+        #[arg(long)]
+        key: String,
+        /// The customer id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// The SKU catalog.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCommand {
+    /// Create an organisation.
+    Create { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create a public/secret key pair (the secret is shown once).
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long, value_parser = ["dev", "prod"])]
+        env: String,
+        /// Verify customer JWTs against this JWKS (default: the built-in issuer).
+        #[arg(long)]
+        jwks_url: Option<String>,
+        /// Required `iss` of customer JWTs.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Required `aud` of customer JWTs.
+        #[arg(long)]
+        audience: Option<String>,
+    },
+    /// Revoke a key pair (running servers refuse it within seconds).
+    Revoke { public_key: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum CreditsCommand {
+    /// Add credits to an organisation.
+    Add {
+        #[arg(long)]
+        org: String,
+        /// Amount in USD, e.g. 100 or 12.50 (up to 6 decimals).
+        #[arg(long)]
+        usd: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogCommand {
+    /// Insert or update SKUs from a JSON file (an array of catalog records).
+    Import { file: PathBuf },
+    /// Print the whole catalog as JSON (the import format).
+    Export,
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    if let Some(db) = &cli.database {
+        config.database.url = db.clone();
+    }
+    Ok(config)
+}
+
+fn print_out<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        println!("{}", text());
+    }
+    Ok(())
+}
+
+/// The URL clients on this machine use to reach a server bound to `addr`.
+fn local_url(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    if addr.is_ipv6() && !addr.ip().is_unspecified() {
+        format!("http://[{ip}]:{}", addr.port())
+    } else {
+        format!("http://{ip}:{}", addr.port())
+    }
+}
+
+async fn serve(mut config: Config, listen: Option<String>, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    telemetry::init_tracing(&config.log.format, &config.log.filter);
+    tracing::info!(database = %cobro_server::config::redact_url(&config.database.url), "opening database");
+    let store = store::open(&config.database).await.context("opening the database")?;
+    let demo = bootstrap::bootstrap_demo(store.as_ref(), &config).await.context("seeding the demo")?;
+    let running = server::start(config, store).await?;
+    let url = local_url(running.addr);
+    let mut stdout = std::io::stdout().lock();
+    if let Some(demo) = &demo {
+        writeln!(stdout, "{}", bootstrap::quickstart(demo, &url))?;
+    }
+    writeln!(stdout, "cobro listening on {url}")?;
+    stdout.flush()?;
+    drop(stdout);
+    if let Some(path) = ready_file {
+        std::fs::write(&path, &url).with_context(|| format!("writing {}", path.display()))?;
+    }
+    running.run_until(server::shutdown_signal()).await
+}
+
+async fn admin(config: Config, args: AdminArgs) -> anyhow::Result<()> {
+    let store = store::open(&config.database).await.context("opening the database")?;
+    let store = store.as_ref();
+    let json = args.json;
+    match args.command {
+        AdminCommand::Org(OrgCommand::Create { name }) => {
+            let org = admin::create_org(store, &name).await?;
+            print_out(json, &org, || format!("created organisation {}", org.id))
+        }
+        AdminCommand::Key(KeyCommand::Create { org, env, jwks_url, issuer, audience }) => {
+            let env = Environment::parse(&env).context("--env must be dev or prod")?;
+            let key = admin::create_key(store, &org, env, &KeyOptions { jwks_url, issuer, audience }).await?;
+            print_out(json, &key, || {
+                format!(
+                    "public key  {}\nsecret key  {}\n(the secret key is shown only this once)",
+                    key.public_key, key.secret_key
+                )
+            })
+        }
+        AdminCommand::Key(KeyCommand::Revoke { public_key }) => {
+            admin::revoke_key(store, &public_key).await?;
+            let out = serde_json::json!({ "publicKey": public_key, "revoked": true });
+            print_out(json, &out, || format!("revoked {public_key}"))
+        }
+        AdminCommand::Credits(CreditsCommand::Add { org, usd, note }) => {
+            let balance = admin::add_credits(store, &org, &usd, note.as_deref()).await?;
+            print_out(json, &balance, || {
+                format!("{} now has {} USD available", balance.org_id, balance.available_usd.to_usd_string())
+            })
+        }
+        AdminCommand::Token { key, sub, ttl } => {
+            let ttl = admin::parse_ttl(&ttl)?;
+            let token = admin::mint_token(store, &config, &key, &sub, ttl).await?;
+            print_out(json, &token, || token.token.clone())
+        }
+        AdminCommand::Catalog(CatalogCommand::Import { file }) => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let summary = admin::import_catalog(store, &text).await?;
+            print_out(json, &summary, || format!("imported {} SKUs ({} active)", summary.imported, summary.active))
+        }
+        AdminCommand::Catalog(CatalogCommand::Export) => {
+            let entries = admin::export_catalog(store).await?;
+            println!("{}", serde_json::to_string_pretty(&entries)?);
+            Ok(())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli)?;
+    match cli.command {
+        Command::Serve { listen, ready_file } => serve(config, listen, ready_file).await,
+        Command::Migrate => {
+            store::open(&config.database).await.context("migrating the database")?;
+            println!("migrations applied to {}", cobro_server::config::redact_url(&config.database.url));
+            Ok(())
+        }
+        Command::Config(ConfigCommand::PrintDefault) => {
+            print!("{}", Config::default_toml());
+            Ok(())
+        }
+        Command::Admin(args) => admin(config, args).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

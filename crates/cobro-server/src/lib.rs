@@ -1,1 +1,110 @@
+//! The cobro HTTP server.
+//!
+//! A guided tour:
+//! * [`server`]: builds the [`App`] (store, snapshots, verifier), the axum router with its
+//!   middleware, and runs it with graceful shutdown and the background refresher;
+//! * [`auth`]: the API-key + bearer guard (keys snapshot, JWKS cache, built-in issuer);
+//! * [`routes`]: the handlers, grouped by resource; [`openapi`] describes them;
+//! * [`error`]: the one error type and the middleware that renders every error body;
+//! * [`extract`]: query and JSON extractors whose failures are API errors;
+//! * [`telemetry`]: request ids, tracing, Prometheus metrics;
+//! * [`config`]: the configuration and its sources;
+//! * [`admin`] and [`bootstrap`]: operations the CLI runs on the database, and the first-start
+//!   demo with its quickstart.
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use cobro_domain::catalog::Catalog;
+use cobro_store::{ChangeVersions, Store, StoreError};
+
+pub use config::Config;
+pub use server::{RunningServer, start};
+
+use auth::{issuer::BuiltinIssuer, jwt::JwtVerifier, keyring::KeyRing};
+use telemetry::Metrics;
+
+/// The state shared by every request.
+pub type AppState = Arc<App>;
+
+/// Everything a request handler may need, built once per process.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub keys: KeyRing,
+    pub jwt: JwtVerifier,
+    pub issuer: BuiltinIssuer,
+    pub metrics: Arc<Metrics>,
+    catalog: RwLock<Arc<Catalog>>,
+    versions: Mutex<ChangeVersions>,
+}
+
+impl App {
+    /// Loads the snapshots and the issuer from the (migrated) store.
+    pub async fn new(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<App>> {
+        let metrics = Arc::new(Metrics::default());
+        let issuer = BuiltinIssuer::load_or_create(store.as_ref(), &config.auth.builtin_issuer).await?;
+        let settings = auth::jwt::JwtSettings {
+            leeway_secs: config.auth.jwt_leeway_secs,
+            cache_ttl: std::time::Duration::from_secs(config.auth.jwks_cache_ttl_secs),
+            min_refresh_interval: std::time::Duration::from_millis(config.auth.jwks_min_refresh_interval_ms),
+            fetch_timeout: std::time::Duration::from_millis(config.auth.jwks_fetch_timeout_ms),
+            builtin_issuer: config.auth.builtin_issuer.clone(),
+        };
+        let jwt = JwtVerifier::new(settings, &issuer.jwks(), metrics.clone()).map_err(anyhow::Error::msg)?;
+        let app = App {
+            config,
+            store,
+            keys: KeyRing::default(),
+            jwt,
+            issuer,
+            metrics,
+            catalog: RwLock::new(Arc::default()),
+            versions: Mutex::new(ChangeVersions { keys: -1, catalog: -1 }),
+        };
+        app.refresh().await?;
+        Ok(Arc::new(app))
+    }
+
+    /// The current catalog snapshot.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Reloads whichever snapshot changed in the store since the last call.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let now = self.store.change_versions().await?;
+        let seen = self.versions.lock().map(|v| *v).unwrap_or_default();
+        if now.keys != seen.keys {
+            let keys = self.store.list_api_keys().await?;
+            self.metrics.api_keys.set(keys.len() as i64);
+            self.keys.replace(keys);
+            tracing::debug!(version = now.keys, "API keys reloaded");
+        }
+        if now.catalog != seen.catalog {
+            let catalog = Catalog::new(self.store.list_catalog().await?);
+            self.metrics.catalog_skus.set(catalog.len() as i64);
+            if let Ok(mut guard) = self.catalog.write() {
+                *guard = catalog;
+            }
+            tracing::debug!(version = now.catalog, "catalog reloaded");
+        }
+        if let Ok(mut v) = self.versions.lock() {
+            *v = now;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,254 @@
+//! Configuration: defaults < `cobro.toml` < `COBRO_*` environment variables < command-line flags.
+//!
+//! Every option lives in a section (`[database] url`) and has one environment variable,
+//! `COBRO_<SECTION>_<KEY>` (`COBRO_DATABASE_URL`); top-level options drop the section
+//! (`COBRO_LISTEN`). `cobro config print-default` prints them all with their defaults.
+
+use std::path::Path;
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// The sections of the configuration file; used to map `COBRO_SECTION_KEY` variables.
+const SECTIONS: &[&str] = &["database", "http", "auth", "demo", "log"];
+
+/// The whole configuration of a cobro process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on. Port 0 picks a free port.
+    pub listen: String,
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub demo: DemoConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST:PORT/DB`.
+    pub url: String,
+    /// Connection pool size.
+    pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// A database URL with any password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let rest = &url[scheme_end..];
+    let Some(at) = rest.find('@') else { return url.to_string() };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// A request still running after this long is answered with REQUEST_TIMEOUT.
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How often each server checks the database for new or revoked keys and catalog changes.
+    pub refresh_interval_ms: u64,
+    /// How long a fetched JWKS is used before it is fetched again.
+    pub jwks_cache_ttl_secs: u64,
+    /// At most one JWKS fetch per URL within this interval, whatever unknown `kid`s arrive.
+    pub jwks_min_refresh_interval_ms: u64,
+    /// Timeout of one JWKS fetch.
+    pub jwks_fetch_timeout_ms: u64,
+    /// Allowed clock skew when checking `exp` and `nbf`.
+    pub jwt_leeway_secs: u64,
+    /// `iss` of the tokens minted by the built-in development issuer.
+    pub builtin_issuer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// On a database with no organisation, create the demo organisation, keys and catalog.
+    pub bootstrap: bool,
+    /// Credits given to the demo organisation, in USD.
+    pub credits_usd: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter such as `info` or `cobro_server=debug,info`.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            database: DatabaseConfig::default(),
+            http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+            demo: DemoConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: "sqlite://cobro.db".into(), max_connections: 8 }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { body_limit_bytes: 64 * 1024, request_timeout_ms: 30_000 }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            refresh_interval_ms: 1_000,
+            jwks_cache_ttl_secs: 300,
+            jwks_min_refresh_interval_ms: 10_000,
+            jwks_fetch_timeout_ms: 5_000,
+            jwt_leeway_secs: 30,
+            builtin_issuer: "cobro".into(),
+        }
+    }
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig { bootstrap: true, credits_usd: "1000".into() }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: "text".into(), filter: "info".into() }
+    }
+}
+
+/// Maps `database_url` to `database.url` for the known sections.
+fn env_key_to_path(key: &str) -> String {
+    for section in SECTIONS {
+        if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+            return format!("{section}.{rest}");
+        }
+    }
+    key.to_string()
+}
+
+impl Config {
+    /// Loads defaults, then the file (if given; it must exist), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
+        Self::load_from(file, Env::prefixed("COBRO_"))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Config, Box<figment::Error>> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(Box::new(figment::Error::from(format!(
+                    "configuration file {} does not exist",
+                    path.display()
+                ))));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        let env = env.map(|k| env_key_to_path(k.as_str()).into());
+        fig.merge(env).extract().map_err(Box::new)
+    }
+
+    /// The default configuration as commented TOML, each option with its variable.
+    pub fn default_toml() -> String {
+        let mut out = String::from(
+            "# cobro configuration: every option, with its default.\n\
+             # Precedence: defaults < this file (--config) < COBRO_* variables < flags.\n",
+        );
+        let value = toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Table(Default::default()));
+        let Some(table) = value.as_table() else { return out };
+        let line = |out: &mut String, key: &str, v: &toml::Value, var: &str| {
+            out.push_str(&format!("{key} = {v}    # {var}\n"));
+        };
+        for (k, v) in table.iter().filter(|(_, v)| !v.is_table()) {
+            line(&mut out, k, v, &format!("COBRO_{}", k.to_uppercase()));
+        }
+        for (section, v) in table.iter().filter(|(_, v)| v.is_table()) {
+            out.push_str(&format!("\n[{section}]\n"));
+            for (k, v) in v.as_table().into_iter().flatten() {
+                line(&mut out, k, v, &format!("COBRO_{}_{}", section.to_uppercase(), k.to_uppercase()));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_variables_override_the_file_which_overrides_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("cobro.toml", "listen = \"0.0.0.0:9000\"\n[database]\nurl = \"sqlite://x.db\"\nmax_connections = 3\n")?;
+            jail.set_env("COBRO_DATABASE_URL", "postgres://u@h/db");
+            jail.set_env("COBRO_AUTH_JWT_LEEWAY_SECS", "5");
+            let c = Config::load(Some(Path::new("cobro.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "0.0.0.0:9000");
+            assert_eq!(c.database.url, "postgres://u@h/db");
+            assert_eq!(c.database.max_connections, 3);
+            assert_eq!(c.auth.jwt_leeway_secs, 5);
+            assert_eq!(c.http.body_limit_bytes, 65536);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_options_and_missing_files_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[database]\nurll = \"typo\"\n")?;
+            assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
+            assert!(Config::load(Some(Path::new("missing.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_printed_defaults_parse_back_to_the_defaults() {
+        let text = Config::default_toml();
+        assert!(text.contains("COBRO_DATABASE_URL"));
+        assert!(text.contains("COBRO_LISTEN"));
+        let parsed: Config = toml::from_str(&text).expect("defaults parse");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn passwords_are_redacted_in_debug_output() {
+        let db = DatabaseConfig { url: "postgres://app:hunter2@db:5432/cobro".into(), max_connections: 1 };
+        assert!(!format!("{db:?}").contains("hunter2"));
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+    }
+}

@@ -1,0 +1,159 @@
+//! Building and running the HTTP server.
+//!
+//! Middleware, outermost first: request id → error rendering → panic catcher → timeout →
+//! body-size guard → (per route) metrics. Background work: one refresher task that polls the
+//! store's change versions and reloads the key and catalog snapshots.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request, State},
+    http::header,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use cobro_store::Store;
+use cobro_types::ErrorCode;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
+
+use crate::{
+    App, AppState, Config,
+    error::{ApiError, render_errors},
+    routes::{catalog, system},
+    telemetry,
+};
+
+/// Refuses bodies whose declared length is over the limit before anything reads them.
+async fn limit_declared_body(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("The request body is larger than the {limit}-byte limit."),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The complete router with its middleware.
+pub fn router(app: AppState) -> Router {
+    let limit = app.config.http.body_limit_bytes;
+    let timeout = Duration::from_millis(app.config.http.request_timeout_ms);
+    let metrics = app.metrics.clone();
+    Router::new()
+        .route("/v1/skus", get(catalog::list_skus))
+        .route("/v1/skus/{id}", get(catalog::get_sku))
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .route("/.well-known/jwks.json", get(system::jwks))
+        .route("/openapi.json", get(system::openapi))
+        .fallback(system::not_found)
+        .with_state(app)
+        .layer(middleware::from_fn_with_state(metrics, telemetry::record_metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(limit, limit_declared_body))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, timeout))
+        .layer(CatchPanicLayer::new())
+        .layer(middleware::from_fn(render_errors))
+        .layer(middleware::from_fn(telemetry::request_id))
+}
+
+/// A server running in the background of the current tokio runtime.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    pub app: AppState,
+    shutdown: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    refresher: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, stops background tasks.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.refresher.await.ok();
+        self.http.await??;
+        Ok(())
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        signal.await;
+        tracing::info!("shutting down");
+        self.shutdown().await
+    }
+}
+
+/// Builds the app on a migrated `store`, binds `config.listen` and starts serving.
+pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<RunningServer> {
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let app = App::new(config, store).await?;
+    let (shutdown, mut stop_http) = watch::channel(false);
+
+    let refresher = tokio::spawn(refresh_loop(app.clone(), shutdown.subscribe()));
+    let service = router(app.clone());
+    let http = tokio::spawn(async move {
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = stop_http.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    Ok(RunningServer { addr, app, shutdown, http, refresher })
+}
+
+async fn refresh_loop(app: AppState, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(app.config.auth.refresh_interval_ms.max(50));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = app.refresh().await {
+            tracing::warn!(error = %e, "snapshot refresh failed; serving the previous snapshot");
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
