@@ -1,1 +1,233 @@
+//! An async Rust client for cobro (and for any server speaking Chipi's Bills API).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cobro_sdk::Error> {
+//! use cobro_sdk::{Client, SkuListQuery};
+//! let client = Client::new("http://127.0.0.1:8080")?
+//!     .with_api_key("pk_dev_…")
+//!     .with_bearer("eyJ…"); // a customer JWT, or the secret key for catalog reads
+//! let page = client
+//!     .list_skus(&SkuListQuery { chipi_category: Some("RECARGAS".into()), ..Default::default() })
+//!     .await?;
+//! println!("{} SKUs", page.total);
+//! # Ok(()) }
+//! ```
+//!
+//! Every request carries `__chipi_api_version`, as the official SDKs do. Errors from the
+//! server arrive as [`Error::Api`] with the server's stable `code`.
 #![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use cobro_types::{CHIPI_API_VERSION, ErrorBody, Paginated, Sku};
+use serde::de::DeserializeOwned;
+
+/// What can go wrong when calling the API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error body.
+    #[error("{status} {code}: {message}")]
+    Api {
+        status: u16,
+        /// The stable error code, e.g. `SKU_NOT_FOUND`.
+        code: String,
+        message: String,
+        /// The parameter at fault, when the server named one.
+        param: Option<String>,
+        /// The request id, to quote when reporting a problem.
+        request_id: Option<String>,
+    },
+    /// The request could not be sent or the response not read.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The server answered 2xx with a body this client could not decode.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+    /// The client was configured wrongly.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The server's error code, if this is an API error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, if this is an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Filters and pagination of `GET /v1/skus` (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SkuListQuery {
+    pub page: Option<u64>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+    /// `TET` or `CHIPI`.
+    pub provider: Option<String>,
+    /// A `SkuCategory` wire name, e.g. `TELEFONIA`.
+    pub category: Option<String>,
+    /// e.g. `RECARGAS`, `GIFT_CARDS`.
+    pub chipi_category: Option<String>,
+    /// Case-insensitive substring of the carrier name.
+    pub carrier_name: Option<String>,
+    /// `en` or `es`.
+    pub locale: Option<String>,
+}
+
+impl SkuListQuery {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        let nums = [("page", self.page), ("limit", self.limit), ("offset", self.offset)];
+        for (k, n) in nums {
+            if let Some(n) = n {
+                v.push((k, n.to_string()));
+            }
+        }
+        let texts = [
+            ("provider", &self.provider),
+            ("category", &self.category),
+            ("chipiCategory", &self.chipi_category),
+            ("carrierName", &self.carrier_name),
+            ("locale", &self.locale),
+        ];
+        for (k, s) in texts {
+            if let Some(s) = s {
+                v.push((k, s.clone()));
+            }
+        }
+        v
+    }
+}
+
+/// A client bound to one server and one API key.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    api_key: Option<String>,
+    bearer: Option<String>,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (`http://host:port`; a trailing `/v1` is allowed).
+    pub fn new(base_url: &str) -> Result<Client, Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("cobro-sdk/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let base = base_url.trim_end_matches('/').trim_end_matches("/v1").to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::Config(format!("the base URL must be http(s): {base_url}")));
+        }
+        Ok(Client { http, base, api_key: None, bearer: None })
+    }
+
+    /// Sends `x-api-key: key` on every request.
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Client {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// Sends `Authorization: Bearer token` on every request.
+    pub fn with_bearer(mut self, token: impl Into<String>) -> Client {
+        self.bearer = Some(token.into());
+        self
+    }
+
+    /// The base URL requests go to.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Lists SKUs.
+    pub async fn list_skus(&self, query: &SkuListQuery) -> Result<Paginated<Sku>, Error> {
+        self.get("/v1/skus", &query.pairs()).await
+    }
+
+    /// Fetches one SKU, optionally in a language (`es`).
+    pub async fn get_sku(&self, id: &str, locale: Option<&str>) -> Result<Sku, Error> {
+        let path = format!("/v1/skus/{}", encode_path_segment(id));
+        let query: Vec<(&'static str, String)> = locale.map(|l| ("locale", l.to_string())).into_iter().collect();
+        self.get(&path, &query).await
+    }
+
+    /// A GET on any API path, decoded as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, Error> {
+        let mut req = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .query(&[("__chipi_api_version", CHIPI_API_VERSION)])
+            .query(query);
+        if let Some(k) = &self.api_key {
+            req = req.header("x-api-key", k);
+        }
+        if let Some(t) = &self.bearer {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| Error::Transport(e.to_string()))?;
+        let status = resp.status();
+        let request_id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = resp.bytes().await.map_err(|e| Error::Transport(e.to_string()))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()));
+        }
+        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(b) => Error::Api {
+                status: status.as_u16(),
+                code: b.code,
+                message: b.message,
+                param: b.param,
+                request_id: b.request_id.or(request_id),
+            },
+            Err(_) => Error::Api {
+                status: status.as_u16(),
+                code: format!("HTTP_{}", status.as_u16()),
+                message: String::from_utf8_lossy(&body).chars().take(500).collect(),
+                param: None,
+                request_id,
+            },
+        })
+    }
+}
+
+/// Percent-encodes one path segment (RFC 3986 unreserved characters pass through).
+fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode_path_segment("sku-tl-TEL010"), "sku-tl-TEL010");
+        assert_eq!(encode_path_segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn base_urls_are_normalised() {
+        let c = Client::new("http://localhost:8080/v1/").expect("valid");
+        assert_eq!(c.base_url(), "http://localhost:8080");
+        assert!(Client::new("localhost:8080").is_err());
+    }
+}

@@ -152,9 +152,9 @@ pub struct ImportSummary {
 
 /// Parses and validates a catalog file (a JSON array of catalog records).
 pub fn parse_catalog(json: &str) -> Result<Vec<CatalogEntry>, AdminError> {
-    let entries: Vec<CatalogEntry> = crate::extract::parse_json(json.as_bytes()).map_err(|e| {
-        AdminError::Invalid(format!("catalog file: {}{}", e.message, e.param.map(|p| format!(" ({p})")).unwrap_or_default()))
-    })?;
+    let de = &mut serde_json::Deserializer::from_str(json);
+    let entries: Vec<CatalogEntry> = serde_path_to_error::deserialize(de)
+        .map_err(|e| AdminError::Invalid(format!("catalog file, at {}: {}", e.path(), e.inner())))?;
     let mut seen = HashSet::new();
     for e in &entries {
         validate_entry(e).map_err(|err| AdminError::Invalid(err.to_string()))?;

@@ -161,6 +161,20 @@ fn env_key_to_path(key: &str) -> String {
     key.to_string()
 }
 
+/// Every option's dotted path (`listen`, `database.url`, …), from the defaults.
+fn option_paths() -> Vec<String> {
+    let mut paths = Vec::new();
+    if let Ok(toml::Value::Table(table)) = toml::Value::try_from(Config::default()) {
+        for (k, v) in table {
+            match v {
+                toml::Value::Table(section) => paths.extend(section.keys().map(|sk| format!("{k}.{sk}"))),
+                _ => paths.push(k),
+            }
+        }
+    }
+    paths
+}
+
 impl Config {
     /// Loads defaults, then the file (if given; it must exist), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
@@ -178,7 +192,12 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        let env = env.map(|k| env_key_to_path(k.as_str()).into());
+        // Only variables naming a known option are read: COBRO_URL, COBRO_API_KEY and the
+        // like belong to the client commands and must not break the server's configuration.
+        let known = option_paths();
+        let env = env
+            .map(|k| env_key_to_path(&k.as_str().to_ascii_lowercase()).into())
+            .filter(move |k| known.iter().any(|p| p == k.as_str()));
         fig.merge(env).extract().map_err(Box::new)
     }
 
@@ -216,6 +235,8 @@ mod tests {
             jail.create_file("cobro.toml", "listen = \"0.0.0.0:9000\"\n[database]\nurl = \"sqlite://x.db\"\nmax_connections = 3\n")?;
             jail.set_env("COBRO_DATABASE_URL", "postgres://u@h/db");
             jail.set_env("COBRO_AUTH_JWT_LEEWAY_SECS", "5");
+            jail.set_env("COBRO_URL", "http://client.setting/");
+            jail.set_env("COBRO_API_KEY", "pk_dev_client_setting");
             let c = Config::load(Some(Path::new("cobro.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "0.0.0.0:9000");
             assert_eq!(c.database.url, "postgres://u@h/db");

@@ -141,6 +141,9 @@ async fn authenticate(parts: &Parts, app: &AppState, accept: Accept) -> Result<C
 }
 
 /// Accepts the secret key of any live key pair of the same organisation and environment.
+/// The presented pair's own secret is checked directly; another pair's secret is found in
+/// the key snapshot, so a pair created by another process vouches for other public keys once
+/// the snapshot has refreshed (`auth.refresh_interval_ms`).
 fn check_secret(app: &AppState, key: &ApiKeyRecord, secret: &str) -> Result<(), ApiError> {
     let refuse = || {
         ApiError::new(
