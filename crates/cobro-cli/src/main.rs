@@ -17,7 +17,11 @@ use cobro_types::Environment;
 use serde::Serialize;
 
 #[derive(Debug, Parser)]
-#[command(name = "cobro", version, about = "Bill payments and pay-per-request gateway (Chipi Bills compatible)")]
+#[command(
+    name = "cobro",
+    version,
+    about = "Bill payments and pay-per-request gateway (Chipi Bills compatible)"
+)]
 struct Cli {
     /// Configuration file (TOML). Every option can also be set as a COBRO_* variable.
     #[arg(long, global = true, value_name = "FILE")]
@@ -143,14 +147,19 @@ enum CatalogCommand {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let mut config = Config::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let mut config =
+        Config::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     if let Some(db) = &cli.database {
         config.database.url = db.clone();
     }
     Ok(config)
 }
 
-fn print_out<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+fn print_out<T: Serialize>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(value)?);
     } else {
@@ -161,7 +170,11 @@ fn print_out<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String)
 
 /// The URL clients on this machine use to reach a server bound to `addr`.
 fn local_url(addr: SocketAddr) -> String {
-    let ip = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let ip = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
     if addr.is_ipv6() && !addr.ip().is_unspecified() {
         format!("http://[{ip}]:{}", addr.port())
     } else {
@@ -169,14 +182,22 @@ fn local_url(addr: SocketAddr) -> String {
     }
 }
 
-async fn serve(mut config: Config, listen: Option<String>, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    mut config: Config,
+    listen: Option<String>,
+    ready_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
     if let Some(listen) = listen {
         config.listen = listen;
     }
     telemetry::init_tracing(&config.log.format, &config.log.filter);
     tracing::info!(database = %cobro_server::config::redact_url(&config.database.url), "opening database");
-    let store = store::open(&config.database).await.context("opening the database")?;
-    let demo = bootstrap::bootstrap_demo(store.as_ref(), &config).await.context("seeding the demo")?;
+    let store = store::open(&config.database)
+        .await
+        .context("opening the database")?;
+    let demo = bootstrap::bootstrap_demo(store.as_ref(), &config)
+        .await
+        .context("seeding the demo")?;
     let running = server::start(config, store).await?;
     let url = local_url(running.addr);
     let mut stdout = std::io::stdout().lock();
@@ -193,7 +214,9 @@ async fn serve(mut config: Config, listen: Option<String>, ready_file: Option<Pa
 }
 
 async fn admin(config: Config, args: AdminArgs) -> anyhow::Result<()> {
-    let store = store::open(&config.database).await.context("opening the database")?;
+    let store = store::open(&config.database)
+        .await
+        .context("opening the database")?;
     let store = store.as_ref();
     let json = args.json;
     match args.command {
@@ -201,9 +224,25 @@ async fn admin(config: Config, args: AdminArgs) -> anyhow::Result<()> {
             let org = admin::create_org(store, &name).await?;
             print_out(json, &org, || format!("created organisation {}", org.id))
         }
-        AdminCommand::Key(KeyCommand::Create { org, env, jwks_url, issuer, audience }) => {
+        AdminCommand::Key(KeyCommand::Create {
+            org,
+            env,
+            jwks_url,
+            issuer,
+            audience,
+        }) => {
             let env = Environment::parse(&env).context("--env must be dev or prod")?;
-            let key = admin::create_key(store, &org, env, &KeyOptions { jwks_url, issuer, audience }).await?;
+            let key = admin::create_key(
+                store,
+                &org,
+                env,
+                &KeyOptions {
+                    jwks_url,
+                    issuer,
+                    audience,
+                },
+            )
+            .await?;
             print_out(json, &key, || {
                 format!(
                     "public key  {}\nsecret key  {}\n(the secret key is shown only this once)",
@@ -219,7 +258,11 @@ async fn admin(config: Config, args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Credits(CreditsCommand::Add { org, usd, note }) => {
             let balance = admin::add_credits(store, &org, &usd, note.as_deref()).await?;
             print_out(json, &balance, || {
-                format!("{} now has {} USD available", balance.org_id, balance.available_usd.to_usd_string())
+                format!(
+                    "{} now has {} USD available",
+                    balance.org_id,
+                    balance.available_usd.to_usd_string()
+                )
             })
         }
         AdminCommand::Token { key, sub, ttl } => {
@@ -228,9 +271,15 @@ async fn admin(config: Config, args: AdminArgs) -> anyhow::Result<()> {
             print_out(json, &token, || token.token.clone())
         }
         AdminCommand::Catalog(CatalogCommand::Import { file }) => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             let summary = admin::import_catalog(store, &text).await?;
-            print_out(json, &summary, || format!("imported {} SKUs ({} active)", summary.imported, summary.active))
+            print_out(json, &summary, || {
+                format!(
+                    "imported {} SKUs ({} active)",
+                    summary.imported, summary.active
+                )
+            })
         }
         AdminCommand::Catalog(CatalogCommand::Export) => {
             let entries = admin::export_catalog(store).await?;
@@ -245,8 +294,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen, ready_file } => serve(config, listen, ready_file).await,
         Command::Migrate => {
-            store::open(&config.database).await.context("migrating the database")?;
-            println!("migrations applied to {}", cobro_server::config::redact_url(&config.database.url));
+            store::open(&config.database)
+                .await
+                .context("migrating the database")?;
+            println!(
+                "migrations applied to {}",
+                cobro_server::config::redact_url(&config.database.url)
+            );
             Ok(())
         }
         Command::Config(ConfigCommand::PrintDefault) => {
@@ -259,7 +313,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

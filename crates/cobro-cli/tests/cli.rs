@@ -25,8 +25,17 @@ fn cobro(db: &str, args: &[&str]) -> std::process::Output {
 
 fn json(db: &str, args: &[&str]) -> Value {
     let out = cobro(db, args);
-    assert!(out.status.success(), "cobro {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("cobro {args:?} printed non-JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "cobro {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "cobro {args:?} printed non-JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 fn sqlite_url(dir: &Path) -> String {
@@ -66,9 +75,15 @@ fn serve(db: &str) -> Server {
             }
         }
     });
-    let mut server = Server { child, stdout: Vec::new(), url: String::new() };
+    let mut server = Server {
+        child,
+        stdout: Vec::new(),
+        url: String::new(),
+    };
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("cobro serve printed its address");
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("cobro serve printed its address");
         if let Some(url) = line.strip_prefix("cobro listening on ") {
             server.url = url.trim().to_string();
             server.stdout.push(line);
@@ -89,24 +104,83 @@ fn admin_commands_print_the_documented_json_shapes() {
     let org_id = org["id"].as_str().expect("id").to_string();
     assert!(org_id.starts_with("org_"));
 
-    let key = json(&db, &["admin", "key", "create", "--org", &org_id, "--env", "dev", "--json"]);
+    let key = json(
+        &db,
+        &[
+            "admin", "key", "create", "--org", &org_id, "--env", "dev", "--json",
+        ],
+    );
     let pk = key["publicKey"].as_str().expect("publicKey").to_string();
     let sk = key["secretKey"].as_str().expect("secretKey");
-    assert!(pk.starts_with("pk_dev_") && pk.len() >= 7 + 32 && pk[7..].bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert!(
+        pk.starts_with("pk_dev_")
+            && pk.len() >= 7 + 32
+            && pk[7..].bytes().all(|b| b.is_ascii_alphanumeric())
+    );
     assert!(sk.starts_with("sk_dev_"));
-    assert_eq!((key["environment"].as_str(), key["orgId"].as_str()), (Some("dev"), Some(org_id.as_str())));
+    assert_eq!(
+        (key["environment"].as_str(), key["orgId"].as_str()),
+        (Some("dev"), Some(org_id.as_str()))
+    );
 
-    let prod = json(&db, &["admin", "key", "create", "--org", &org_id, "--env", "prod", "--jwks-url", "https://idp.example/.well-known/jwks.json", "--issuer", "https://idp.example", "--json"]);
-    assert!(prod["publicKey"].as_str().is_some_and(|k| k.starts_with("pk_prod_")));
+    let prod = json(
+        &db,
+        &[
+            "admin",
+            "key",
+            "create",
+            "--org",
+            &org_id,
+            "--env",
+            "prod",
+            "--jwks-url",
+            "https://idp.example/.well-known/jwks.json",
+            "--issuer",
+            "https://idp.example",
+            "--json",
+        ],
+    );
+    assert!(
+        prod["publicKey"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("pk_prod_"))
+    );
 
-    let bal = json(&db, &["admin", "credits", "add", "--org", &org_id, "--usd", "250.75", "--note", "first top-up", "--json"]);
+    let bal = json(
+        &db,
+        &[
+            "admin",
+            "credits",
+            "add",
+            "--org",
+            &org_id,
+            "--usd",
+            "250.75",
+            "--note",
+            "first top-up",
+            "--json",
+        ],
+    );
     assert_eq!(bal["availableUsd"], serde_json::json!(250.75));
     assert_eq!(bal["availableMicros"], serde_json::json!(250_750_000));
-    let bal = json(&db, &["admin", "credits", "add", "--org", &org_id, "--usd", "0.25", "--json"]);
+    let bal = json(
+        &db,
+        &[
+            "admin", "credits", "add", "--org", &org_id, "--usd", "0.25", "--json",
+        ],
+    );
     assert_eq!(bal["availableUsd"], serde_json::json!(251));
 
-    let token = json(&db, &["admin", "token", "--key", &pk, "--sub", "user-1", "--ttl", "2h", "--json"]);
-    assert_eq!(token["token"].as_str().map(|t| t.split('.').count()), Some(3));
+    let token = json(
+        &db,
+        &[
+            "admin", "token", "--key", &pk, "--sub", "user-1", "--ttl", "2h", "--json",
+        ],
+    );
+    assert_eq!(
+        token["token"].as_str().map(|t| t.split('.').count()),
+        Some(3)
+    );
     assert!(token["expiresAt"].as_i64().is_some());
 
     let revoked = json(&db, &["admin", "key", "revoke", &pk, "--json"]);
@@ -115,15 +189,42 @@ fn admin_commands_print_the_documented_json_shapes() {
     // mistakes exit non-zero with a message
     for args in [
         vec!["admin", "credits", "add", "--org", &org_id, "--usd", "-5"],
-        vec!["admin", "credits", "add", "--org", "org_missing", "--usd", "5"],
-        vec!["admin", "credits", "add", "--org", &org_id, "--usd", "1.0000001"],
-        vec!["admin", "key", "create", "--org", "org_missing", "--env", "dev"],
+        vec![
+            "admin",
+            "credits",
+            "add",
+            "--org",
+            "org_missing",
+            "--usd",
+            "5",
+        ],
+        vec![
+            "admin",
+            "credits",
+            "add",
+            "--org",
+            &org_id,
+            "--usd",
+            "1.0000001",
+        ],
+        vec![
+            "admin",
+            "key",
+            "create",
+            "--org",
+            "org_missing",
+            "--env",
+            "dev",
+        ],
         vec!["admin", "key", "revoke", "pk_dev_unknown"],
         vec!["admin", "token", "--key", &pk, "--sub", "user-1"],
     ] {
         let out = cobro(&db, &args);
         assert!(!out.status.success(), "{args:?} should fail");
-        assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with("error: "),
+            "{args:?}"
+        );
     }
 }
 
@@ -132,31 +233,76 @@ fn the_catalog_exports_and_imports_round_trip() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = sqlite_url(dir.path());
     let file = dir.path().join("catalog.json");
-    std::fs::write(&file, include_str!("../../cobro-server/catalog/demo-catalog.json")).expect("write");
-    let summary = json(&db, &["admin", "catalog", "import", file.to_str().expect("utf-8"), "--json"]);
+    std::fs::write(
+        &file,
+        include_str!("../../cobro-server/catalog/demo-catalog.json"),
+    )
+    .expect("write");
+    let summary = json(
+        &db,
+        &[
+            "admin",
+            "catalog",
+            "import",
+            file.to_str().expect("utf-8"),
+            "--json",
+        ],
+    );
     assert!(summary["imported"].as_u64().is_some_and(|n| n >= 60));
     let exported = json(&db, &["admin", "catalog", "export"]);
     let entries = exported.as_array().expect("an array");
-    assert_eq!(entries.len() as u64, summary["imported"].as_u64().expect("n"));
-    assert!(entries.iter().all(|e| e["createdAt"].is_string() && e["translations"]["es"].is_object()));
+    assert_eq!(
+        entries.len() as u64,
+        summary["imported"].as_u64().expect("n")
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["createdAt"].is_string() && e["translations"]["es"].is_object())
+    );
 
     // the export is itself importable, and a broken file changes nothing
     let again = dir.path().join("again.json");
     std::fs::write(&again, serde_json::to_string(&exported).expect("json")).expect("write");
-    assert!(cobro(&db, &["admin", "catalog", "import", again.to_str().expect("utf-8")]).status.success());
+    assert!(
+        cobro(
+            &db,
+            &["admin", "catalog", "import", again.to_str().expect("utf-8")]
+        )
+        .status
+        .success()
+    );
     let broken = dir.path().join("broken.json");
     std::fs::write(&broken, r#"[{"id": "x"}]"#).expect("write");
-    let out = cobro(&db, &["admin", "catalog", "import", broken.to_str().expect("utf-8")]);
+    let out = cobro(
+        &db,
+        &[
+            "admin",
+            "catalog",
+            "import",
+            broken.to_str().expect("utf-8"),
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("catalog file"));
 }
 
 #[test]
 fn config_print_default_lists_every_option_with_its_variable() {
-    let out = Command::new(BIN).args(["config", "print-default"]).output().expect("run");
+    let out = Command::new(BIN)
+        .args(["config", "print-default"])
+        .output()
+        .expect("run");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in ["listen = \"127.0.0.1:8080\"", "COBRO_LISTEN", "url = \"sqlite://cobro.db\"", "COBRO_DATABASE_URL", "COBRO_HTTP_BODY_LIMIT_BYTES", "COBRO_AUTH_JWKS_CACHE_TTL_SECS"] {
+    for needle in [
+        "listen = \"127.0.0.1:8080\"",
+        "COBRO_LISTEN",
+        "url = \"sqlite://cobro.db\"",
+        "COBRO_DATABASE_URL",
+        "COBRO_HTTP_BODY_LIMIT_BYTES",
+        "COBRO_AUTH_JWKS_CACHE_TTL_SECS",
+    ] {
         assert!(text.contains(needle), "missing {needle}");
     }
 }
@@ -167,20 +313,44 @@ fn the_first_start_quickstart_works_when_pasted_and_later_starts_are_quiet() {
     let db = sqlite_url(dir.path());
     let server = serve(&db);
     let text = server.stdout.join("\n");
-    assert!(text.contains("pk_dev_") && text.contains("sk_prod_") && text.contains("1000 USD"), "{text}");
-    let curls: Vec<&str> = server.stdout.iter().map(|l| l.trim()).filter(|l| l.starts_with("curl ")).collect();
+    assert!(
+        text.contains("pk_dev_") && text.contains("sk_prod_") && text.contains("1000 USD"),
+        "{text}"
+    );
+    let curls: Vec<&str> = server
+        .stdout
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("curl "))
+        .collect();
     assert_eq!(curls.len(), 2, "{text}");
     for curl in curls {
         // pasted into a shell, as printed, with -f so an HTTP error fails the command
-        let out = Command::new("bash").arg("-c").arg(curl.replacen("curl -s", "curl -sf", 1)).output().expect("bash");
-        assert!(out.status.success(), "{curl}\n{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(curl.replacen("curl -s", "curl -sf", 1))
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "{curl}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let body: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-        assert!(body.get("data").is_some() || body.get("id").is_some(), "{body}");
+        assert!(
+            body.get("data").is_some() || body.get("id").is_some(),
+            "{body}"
+        );
     }
     drop(server);
 
     let again = serve(&db);
-    assert_eq!(again.stdout.len(), 1, "a later start prints only where it listens: {:?}", again.stdout);
+    assert_eq!(
+        again.stdout.len(),
+        1,
+        "a later start prints only where it listens: {:?}",
+        again.stdout
+    );
 }
 
 #[test]
@@ -188,16 +358,28 @@ fn sigterm_stops_the_server_gracefully() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = sqlite_url(dir.path());
     let mut server = serve(&db);
-    let health = Command::new("curl").args(["-sf", &format!("{}/healthz", server.url)]).output().expect("curl");
+    let health = Command::new("curl")
+        .args(["-sf", &format!("{}/healthz", server.url)])
+        .output()
+        .expect("curl");
     assert!(health.status.success());
     let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let mut waited = Duration::ZERO;
     let status = loop {
         if let Some(status) = server.child.try_wait().expect("wait") {
             break status;
         }
-        assert!(waited < Duration::from_secs(30), "cobro did not exit after SIGTERM");
+        assert!(
+            waited < Duration::from_secs(30),
+            "cobro did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
         waited += Duration::from_millis(50);
     };

@@ -16,9 +16,7 @@
 
 use std::{cmp::Ordering, collections::HashMap, sync::Arc};
 
-use cobro_types::{
-    CatalogEntry, MinorAmount, Paginated, Provider, Sku, SkuCategory, Timestamp,
-};
+use cobro_types::{CatalogEntry, MinorAmount, Paginated, Provider, Sku, SkuCategory, Timestamp};
 
 use crate::ParamError;
 
@@ -38,7 +36,11 @@ pub enum Locale {
 impl Locale {
     /// Parses `en`, `es`, and regional forms such as `es-MX` or `en_US` (case-insensitive).
     pub fn parse(s: &str) -> Option<Locale> {
-        let lang = s.split(['-', '_']).next().unwrap_or_default().to_ascii_lowercase();
+        let lang = s
+            .split(['-', '_'])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         match lang.as_str() {
             "en" => Some(Locale::En),
             "es" => Some(Locale::Es),
@@ -69,9 +71,12 @@ pub struct CatalogQuery {
 }
 
 fn parse_u64(param: &str, value: &str) -> Result<u64, ParamError> {
-    value
-        .parse::<u64>()
-        .map_err(|_| ParamError::new(param, format!("must be a non-negative integer, got {value:?}")))
+    value.parse::<u64>().map_err(|_| {
+        ParamError::new(
+            param,
+            format!("must be a non-negative integer, got {value:?}"),
+        )
+    })
 }
 
 fn one_of(values: &[&str]) -> String {
@@ -98,7 +103,9 @@ impl CatalogQuery {
                 "carrierName",
                 "locale",
             ];
-            let Some(key) = KNOWN.iter().copied().find(|k| *k == key) else { continue };
+            let Some(key) = KNOWN.iter().copied().find(|k| *k == key) else {
+                continue;
+            };
             if seen.contains(&key) {
                 return Err(ParamError::new(key, "must not be given more than once"));
             }
@@ -128,18 +135,24 @@ impl CatalogQuery {
                 "offset" => q.offset = Some(parse_u64(key, value)?),
                 "provider" => {
                     q.provider = Some(Provider::parse(value).ok_or_else(|| {
-                        ParamError::new(key, one_of(&[Provider::Tet.as_str(), Provider::Chipi.as_str()]))
+                        ParamError::new(
+                            key,
+                            one_of(&[Provider::Tet.as_str(), Provider::Chipi.as_str()]),
+                        )
                     })?);
                 }
                 "category" => {
                     q.category = Some(SkuCategory::parse(value).ok_or_else(|| {
-                        let names: Vec<&str> = SkuCategory::ALL.iter().map(|c| c.as_str()).collect();
+                        let names: Vec<&str> =
+                            SkuCategory::ALL.iter().map(|c| c.as_str()).collect();
                         ParamError::new(key, one_of(&names))
                     })?);
                 }
                 "chipiCategory" => {
                     let ok = value.len() <= 64
-                        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                        && value
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
                     if !ok {
                         return Err(ParamError::new(
                             key,
@@ -168,8 +181,14 @@ impl CatalogQuery {
         let e = &item.entry;
         self.provider.is_none_or(|p| e.provider == p)
             && self.category.is_none_or(|c| e.category == c)
-            && self.chipi_category.as_deref().is_none_or(|c| item.chipi_category_upper == c)
-            && self.carrier_name.as_deref().is_none_or(|n| item.carrier_lower.contains(n))
+            && self
+                .chipi_category
+                .as_deref()
+                .is_none_or(|c| item.chipi_category_upper == c)
+            && self
+                .carrier_name
+                .as_deref()
+                .is_none_or(|n| item.carrier_lower.contains(n))
     }
 }
 
@@ -192,9 +211,14 @@ pub fn validate_entry(e: &CatalogEntry) -> Result<(), EntryError> {
     };
     let id_ok = !e.id.is_empty()
         && e.id.len() <= 64
-        && e.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && e.id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !id_ok {
-        return Err(err("id", "must be 1-64 characters of letters, digits, '-' and '_'"));
+        return Err(err(
+            "id",
+            "must be 1-64 characters of letters, digits, '-' and '_'",
+        ));
     }
     for (field, text) in [
         ("providerId", &e.provider_id),
@@ -221,7 +245,10 @@ pub fn validate_entry(e: &CatalogEntry) -> Result<(), EntryError> {
         (Some(f), None, None) if f.0 > 0 => {}
         (Some(_), None, None) => return Err(err("fixedAmount", "must be greater than 0")),
         (Some(_), _, _) => {
-            return Err(err("fixedAmount", "a fixed-amount SKU takes no minAmount or maxAmount"));
+            return Err(err(
+                "fixedAmount",
+                "a fixed-amount SKU takes no minAmount or maxAmount",
+            ));
         }
         (None, Some(min), Some(max)) if min.0 > 0 && min <= max => {}
         (None, _, _) => {
@@ -285,7 +312,11 @@ impl Catalog {
                 entry,
             })
             .collect();
-        let by_id = items.iter().enumerate().map(|(i, x)| (x.entry.id.clone(), i)).collect();
+        let by_id = items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (x.entry.id.clone(), i))
+            .collect();
         Arc::new(Catalog { items, by_id })
     }
 
@@ -323,7 +354,13 @@ impl Catalog {
             }
             total += 1;
         }
-        Paginated { data, total, page, limit, total_pages: total.div_ceil(limit) }
+        Paginated {
+            data,
+            total,
+            page,
+            limit,
+            total_pages: total.div_ceil(limit),
+        }
     }
 }
 
@@ -341,7 +378,10 @@ pub fn to_sku(e: &CatalogEntry, locale: Locale) -> Sku {
             .or_else(|| e.description.clone()),
         category: e.category,
         reference_regex_validation: e.reference_regex_validation.clone(),
-        reference_label: pick(texts.and_then(|t| t.reference_label.as_ref()), &e.reference_label),
+        reference_label: pick(
+            texts.and_then(|t| t.reference_label.as_ref()),
+            &e.reference_label,
+        ),
         amount_regex_validation: e.amount_regex_validation.clone(),
         amount_label: pick(texts.and_then(|t| t.amount_label.as_ref()), &e.amount_label),
         fixed_amount: e.fixed_amount,
@@ -375,8 +415,16 @@ mod tests {
             amount_regex_validation: "^[0-9]+(\\.[0-9]{1,2})?$".into(),
             amount_label: "Amount (MXN)".into(),
             fixed_amount: amount.map(MinorAmount),
-            min_amount: if amount.is_none() { Some(MinorAmount(1000)) } else { None },
-            max_amount: if amount.is_none() { Some(MinorAmount(100_000)) } else { None },
+            min_amount: if amount.is_none() {
+                Some(MinorAmount(1000))
+            } else {
+                None
+            },
+            max_amount: if amount.is_none() {
+                Some(MinorAmount(100_000))
+            } else {
+                None
+            },
             currency: Currency::Mxn,
             can_check_sku_reference: false,
             logo_url: None,
@@ -396,10 +444,20 @@ mod tests {
 
     #[test]
     fn pages_walk_the_sorted_catalog_and_end_empty() -> Result<(), ParamError> {
-        let entries = (1..=25).map(|i| entry(&format!("s{i:02}"), "Telcel", SkuCategory::Telefonia, Some(i * 100)));
+        let entries = (1..=25).map(|i| {
+            entry(
+                &format!("s{i:02}"),
+                "Telcel",
+                SkuCategory::Telefonia,
+                Some(i * 100),
+            )
+        });
         let cat = Catalog::new(entries);
         let p1 = cat.list(&query(&[("limit", "10")])?);
-        assert_eq!((p1.total, p1.page, p1.limit, p1.total_pages, p1.data.len()), (25, 1, 10, 3, 10));
+        assert_eq!(
+            (p1.total, p1.page, p1.limit, p1.total_pages, p1.data.len()),
+            (25, 1, 10, 3, 10)
+        );
         assert_eq!(p1.data[0].id, "s01");
         let p3 = cat.list(&query(&[("limit", "10"), ("page", "3")])?);
         assert_eq!(p3.data.len(), 5);
@@ -412,11 +470,29 @@ mod tests {
 
     #[test]
     fn bad_pagination_values_name_their_parameter() {
-        for (k, v) in [("limit", "0"), ("limit", "101"), ("limit", "ten"), ("page", "0"), ("page", "-1"), ("offset", "1.5")] {
-            assert_eq!(query(&[(k, v)]).map_err(|e| e.param), Err(k.to_string()), "{k}={v}");
+        for (k, v) in [
+            ("limit", "0"),
+            ("limit", "101"),
+            ("limit", "ten"),
+            ("page", "0"),
+            ("page", "-1"),
+            ("offset", "1.5"),
+        ] {
+            assert_eq!(
+                query(&[(k, v)]).map_err(|e| e.param),
+                Err(k.to_string()),
+                "{k}={v}"
+            );
         }
         assert!(query(&[("limit", "100"), ("limit", "1")]).is_err());
-        assert!(query(&[("__chipi_api_version", "2025-12-30"), ("whatever", "x"), ("page", "")]).is_ok());
+        assert!(
+            query(&[
+                ("__chipi_api_version", "2025-12-30"),
+                ("whatever", "x"),
+                ("page", "")
+            ])
+            .is_ok()
+        );
     }
 
     #[test]
@@ -434,7 +510,12 @@ mod tests {
             off,
         ]);
         let ids = |pairs: &[(&str, &str)]| -> Result<Vec<String>, ParamError> {
-            Ok(cat.list(&query(pairs)?).data.into_iter().map(|s| s.id).collect())
+            Ok(cat
+                .list(&query(pairs)?)
+                .data
+                .into_iter()
+                .map(|s| s.id)
+                .collect())
         };
         assert_eq!(ids(&[])?, ["a1", "c1", "g1", "t1"]);
         assert_eq!(ids(&[("carrierName", "tElC")])?, ["t1"]);
@@ -443,10 +524,22 @@ mod tests {
         assert_eq!(ids(&[("provider", "CHIPI")])?, ["g1"]);
         assert_eq!(ids(&[("chipiCategory", "gift_cards")])?, ["g1"]);
         assert_eq!(ids(&[("chipiCategory", "NOPE")])?, Vec::<String>::new());
-        assert_eq!(query(&[("category", "FOOD")]).map_err(|e| e.param), Err("category".into()));
-        assert_eq!(query(&[("provider", "tet")]).map_err(|e| e.param), Err("provider".into()));
-        assert_eq!(query(&[("locale", "fr")]).map_err(|e| e.param), Err("locale".into()));
-        assert!(cat.get("t3", Locale::En).is_none(), "inactive SKUs are hidden");
+        assert_eq!(
+            query(&[("category", "FOOD")]).map_err(|e| e.param),
+            Err("category".into())
+        );
+        assert_eq!(
+            query(&[("provider", "tet")]).map_err(|e| e.param),
+            Err("provider".into())
+        );
+        assert_eq!(
+            query(&[("locale", "fr")]).map_err(|e| e.param),
+            Err("locale".into())
+        );
+        assert!(
+            cat.get("t3", Locale::En).is_none(),
+            "inactive SKUs are hidden"
+        );
         Ok(())
     }
 
@@ -456,13 +549,22 @@ mod tests {
         e.description = Some("Telcel credit".into());
         e.translations.insert(
             "es".into(),
-            SkuTexts { name: Some("Recarga Telcel $10".into()), ..Default::default() },
+            SkuTexts {
+                name: Some("Recarga Telcel $10".into()),
+                ..Default::default()
+            },
         );
         let cat = Catalog::new([e]);
         let es = cat.get("t1", Locale::Es);
-        assert_eq!(es.as_ref().map(|s| s.name.as_str()), Some("Recarga Telcel $10"));
+        assert_eq!(
+            es.as_ref().map(|s| s.name.as_str()),
+            Some("Recarga Telcel $10")
+        );
         assert_eq!(es.and_then(|s| s.description), Some("Telcel credit".into()));
-        assert_eq!(cat.get("t1", Locale::En).map(|s| s.name), Some("Telcel t1".into()));
+        assert_eq!(
+            cat.get("t1", Locale::En).map(|s| s.name),
+            Some("Telcel t1".into())
+        );
         assert_eq!(Locale::parse("es-MX"), Some(Locale::Es));
     }
 
@@ -471,7 +573,10 @@ mod tests {
         assert!(validate_entry(&entry("ok", "Telcel", SkuCategory::Telefonia, Some(100))).is_ok());
         let mut e = entry("x", "Telcel", SkuCategory::Telefonia, Some(100));
         e.reference_regex_validation = "^(unclosed$".into();
-        assert_eq!(validate_entry(&e).map_err(|e| e.field), Err("referenceRegexValidation"));
+        assert_eq!(
+            validate_entry(&e).map_err(|e| e.field),
+            Err("referenceRegexValidation")
+        );
         let mut e = entry("x", "Telcel", SkuCategory::Telefonia, Some(100));
         e.min_amount = Some(MinorAmount(1));
         assert_eq!(validate_entry(&e).map_err(|e| e.field), Err("fixedAmount"));

@@ -62,10 +62,22 @@ impl std::fmt::Debug for GeneratedKeyPair {
 
 /// Generates a public/secret key pair for `env`.
 pub fn generate_key_pair(env: Environment) -> Result<GeneratedKeyPair, RandomError> {
-    let public_key = format!("pk_{}_{}", env.as_str(), random_base62(PUBLIC_KEY_RANDOM_LEN)?);
-    let secret_key = format!("sk_{}_{}", env.as_str(), random_base62(SECRET_KEY_RANDOM_LEN)?);
+    let public_key = format!(
+        "pk_{}_{}",
+        env.as_str(),
+        random_base62(PUBLIC_KEY_RANDOM_LEN)?
+    );
+    let secret_key = format!(
+        "sk_{}_{}",
+        env.as_str(),
+        random_base62(SECRET_KEY_RANDOM_LEN)?
+    );
     let secret_hash = hash_secret(&secret_key);
-    Ok(GeneratedKeyPair { public_key, secret_key, secret_hash })
+    Ok(GeneratedKeyPair {
+        public_key,
+        secret_key,
+        secret_hash,
+    })
 }
 
 /// The stored form of a secret key: lowercase hex SHA-256.
@@ -123,9 +135,18 @@ mod tests {
     #[test]
     fn malformed_public_keys_are_refused() {
         assert_eq!(parse_public_key("pk_dev_short"), None);
-        assert_eq!(parse_public_key("pk_test_0123456789012345678901234567890123"), None);
-        assert_eq!(parse_public_key("sk_dev_0123456789012345678901234567890123"), None);
-        assert_eq!(parse_public_key("pk_dev_01234567890123456789012345678901-3"), None);
+        assert_eq!(
+            parse_public_key("pk_test_0123456789012345678901234567890123"),
+            None
+        );
+        assert_eq!(
+            parse_public_key("sk_dev_0123456789012345678901234567890123"),
+            None
+        );
+        assert_eq!(
+            parse_public_key("pk_dev_01234567890123456789012345678901-3"),
+            None
+        );
         assert_eq!(
             parse_public_key("pk_prod_0123456789abcdefABCDEF0123456789"),
             Some(Environment::Prod)

@@ -22,6 +22,9 @@ pub struct ParamError {
 
 impl ParamError {
     pub fn new(param: impl Into<String>, message: impl Into<String>) -> Self {
-        ParamError { param: param.into(), message: message.into() }
+        ParamError {
+            param: param.into(),
+            message: message.into(),
+        }
     }
 }

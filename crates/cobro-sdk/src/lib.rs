@@ -87,7 +87,11 @@ pub struct SkuListQuery {
 impl SkuListQuery {
     fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut v = Vec::new();
-        let nums = [("page", self.page), ("limit", self.limit), ("offset", self.offset)];
+        let nums = [
+            ("page", self.page),
+            ("limit", self.limit),
+            ("offset", self.offset),
+        ];
         for (k, n) in nums {
             if let Some(n) = n {
                 v.push((k, n.to_string()));
@@ -126,11 +130,21 @@ impl Client {
             .user_agent(concat!("cobro-sdk/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
-        let base = base_url.trim_end_matches('/').trim_end_matches("/v1").to_string();
+        let base = base_url
+            .trim_end_matches('/')
+            .trim_end_matches("/v1")
+            .to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(Error::Config(format!("the base URL must be http(s): {base_url}")));
+            return Err(Error::Config(format!(
+                "the base URL must be http(s): {base_url}"
+            )));
         }
-        Ok(Client { http, base, api_key: None, bearer: None })
+        Ok(Client {
+            http,
+            base,
+            api_key: None,
+            bearer: None,
+        })
     }
 
     /// Sends `x-api-key: key` on every request.
@@ -158,12 +172,19 @@ impl Client {
     /// Fetches one SKU, optionally in a language (`es`).
     pub async fn get_sku(&self, id: &str, locale: Option<&str>) -> Result<Sku, Error> {
         let path = format!("/v1/skus/{}", encode_path_segment(id));
-        let query: Vec<(&'static str, String)> = locale.map(|l| ("locale", l.to_string())).into_iter().collect();
+        let query: Vec<(&'static str, String)> = locale
+            .map(|l| ("locale", l.to_string()))
+            .into_iter()
+            .collect();
         self.get(&path, &query).await
     }
 
     /// A GET on any API path, decoded as `T`.
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, Error> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, Error> {
         let mut req = self
             .http
             .get(format!("{}{}", self.base, path))
@@ -175,10 +196,20 @@ impl Client {
         if let Some(t) = &self.bearer {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|e| Error::Transport(e.to_string()))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
         let status = resp.status();
-        let request_id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = resp.bytes().await.map_err(|e| Error::Transport(e.to_string()))?;
+        let request_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()));
         }

@@ -6,7 +6,10 @@ use std::collections::HashSet;
 
 use cobro_domain::{catalog::validate_entry, keys};
 use cobro_store::{ApiKeyRecord, Org, Store, StoreError};
-use cobro_types::{ApiKeyCreated, Balance, CatalogEntry, Environment, OrgCreated, Timestamp, TokenIssued, UsdMicros};
+use cobro_types::{
+    ApiKeyCreated, Balance, CatalogEntry, Environment, OrgCreated, Timestamp, TokenIssued,
+    UsdMicros,
+};
 
 use crate::{Config, auth::issuer::BuiltinIssuer};
 
@@ -29,9 +32,15 @@ fn random(e: keys::RandomError) -> AdminError {
 pub async fn create_org(store: &dyn Store, name: &str) -> Result<OrgCreated, AdminError> {
     let name = name.trim();
     if name.is_empty() || name.len() > 200 {
-        return Err(AdminError::Invalid("the organisation name must be 1-200 characters".into()));
+        return Err(AdminError::Invalid(
+            "the organisation name must be 1-200 characters".into(),
+        ));
     }
-    let org = Org { id: keys::new_id("org").map_err(random)?, name: name.to_string(), created_at: Timestamp::now() };
+    let org = Org {
+        id: keys::new_id("org").map_err(random)?,
+        name: name.to_string(),
+        created_at: Timestamp::now(),
+    };
     store.create_org(&org).await?;
     Ok(OrgCreated { id: org.id })
 }
@@ -45,11 +54,17 @@ pub struct KeyOptions {
 }
 
 /// Builds a key pair record (not stored yet) and the one-time view of its secret.
-pub fn new_key(org_id: &str, env: Environment, opts: &KeyOptions) -> Result<(ApiKeyRecord, ApiKeyCreated), AdminError> {
+pub fn new_key(
+    org_id: &str,
+    env: Environment,
+    opts: &KeyOptions,
+) -> Result<(ApiKeyRecord, ApiKeyCreated), AdminError> {
     if let Some(url) = &opts.jwks_url
         && !(url.starts_with("https://") || url.starts_with("http://"))
     {
-        return Err(AdminError::Invalid(format!("the JWKS URL must be http(s): {url}")));
+        return Err(AdminError::Invalid(format!(
+            "the JWKS URL must be http(s): {url}"
+        )));
     }
     if opts.jwks_url.is_none() && (opts.issuer.is_some() || opts.audience.is_some()) {
         return Err(AdminError::Invalid(
@@ -68,15 +83,27 @@ pub fn new_key(org_id: &str, env: Environment, opts: &KeyOptions) -> Result<(Api
         created_at: Timestamp::now(),
         revoked_at: None,
     };
-    let shown = ApiKeyCreated { public_key: pair.public_key, secret_key: pair.secret_key, environment: env, org_id: org_id.to_string() };
+    let shown = ApiKeyCreated {
+        public_key: pair.public_key,
+        secret_key: pair.secret_key,
+        environment: env,
+        org_id: org_id.to_string(),
+    };
     Ok((record, shown))
 }
 
 /// Creates a key pair for an organisation. The secret is in the result and nowhere else.
-pub async fn create_key(store: &dyn Store, org_id: &str, env: Environment, opts: &KeyOptions) -> Result<ApiKeyCreated, AdminError> {
+pub async fn create_key(
+    store: &dyn Store,
+    org_id: &str,
+    env: Environment,
+    opts: &KeyOptions,
+) -> Result<ApiKeyCreated, AdminError> {
     let (record, shown) = new_key(org_id, env, opts)?;
     match store.create_api_key(&record).await {
-        Err(StoreError::NotFound(_)) => Err(AdminError::NotFound(format!("no organisation {org_id}"))),
+        Err(StoreError::NotFound(_)) => {
+            Err(AdminError::NotFound(format!("no organisation {org_id}")))
+        }
         other => other.map(|()| shown).map_err(AdminError::from),
     }
 }
@@ -91,43 +118,77 @@ pub async fn revoke_key(store: &dyn Store, public_key: &str) -> Result<(), Admin
 }
 
 /// Adds credits (a positive USD decimal string) to an organisation; returns the new balance.
-pub async fn add_credits(store: &dyn Store, org_id: &str, usd: &str, note: Option<&str>) -> Result<Balance, AdminError> {
-    let amount = UsdMicros::parse_usd(usd).map_err(|e| AdminError::Invalid(format!("--usd {usd:?}: {e}")))?;
+pub async fn add_credits(
+    store: &dyn Store,
+    org_id: &str,
+    usd: &str,
+    note: Option<&str>,
+) -> Result<Balance, AdminError> {
+    let amount = UsdMicros::parse_usd(usd)
+        .map_err(|e| AdminError::Invalid(format!("--usd {usd:?}: {e}")))?;
     if amount.0 == 0 {
         return Err(AdminError::Invalid("--usd must be greater than 0".into()));
     }
     let entry_id = keys::new_id("le").map_err(random)?;
-    let entry = match store.adjust_credits(org_id, &entry_id, amount, note, Timestamp::now()).await {
-        Err(StoreError::NotFound(_)) => return Err(AdminError::NotFound(format!("no organisation {org_id}"))),
+    let entry = match store
+        .adjust_credits(org_id, &entry_id, amount, note, Timestamp::now())
+        .await
+    {
+        Err(StoreError::NotFound(_)) => {
+            return Err(AdminError::NotFound(format!("no organisation {org_id}")));
+        }
         other => other?,
     };
-    Ok(Balance { org_id: org_id.to_string(), available_usd: entry.balance_after, available_micros: entry.balance_after.0 })
+    Ok(Balance {
+        org_id: org_id.to_string(),
+        available_usd: entry.balance_after,
+        available_micros: entry.balance_after.0,
+    })
 }
 
 /// Parses a duration such as `90s`, `30m`, `1h`, `7d` (a bare number is seconds).
 pub fn parse_ttl(s: &str) -> Result<i64, AdminError> {
     let s = s.trim();
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = digits.parse().map_err(|_| AdminError::Invalid(format!("bad duration {s:?}; use e.g. 90s, 30m, 1h, 7d")))?;
+    let n: i64 = digits.parse().map_err(|_| {
+        AdminError::Invalid(format!("bad duration {s:?}; use e.g. 90s, 30m, 1h, 7d"))
+    })?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(AdminError::Invalid(format!("bad duration unit in {s:?}; use s, m, h or d"))),
+        _ => {
+            return Err(AdminError::Invalid(format!(
+                "bad duration unit in {s:?}; use s, m, h or d"
+            )));
+        }
     };
     let secs = n.saturating_mul(mult);
     if !(1..=366 * 86_400).contains(&secs) {
-        return Err(AdminError::Invalid("the token lifetime must be between 1 second and 366 days".into()));
+        return Err(AdminError::Invalid(
+            "the token lifetime must be between 1 second and 366 days".into(),
+        ));
     }
     Ok(secs)
 }
 
 /// Mints a customer JWT from the built-in issuer for a key that trusts it.
-pub async fn mint_token(store: &dyn Store, config: &Config, public_key: &str, sub: &str, ttl_secs: i64) -> Result<TokenIssued, AdminError> {
-    let key = store.get_api_key(public_key).await?.ok_or_else(|| AdminError::NotFound(format!("no API key {public_key}")))?;
+pub async fn mint_token(
+    store: &dyn Store,
+    config: &Config,
+    public_key: &str,
+    sub: &str,
+    ttl_secs: i64,
+) -> Result<TokenIssued, AdminError> {
+    let key = store
+        .get_api_key(public_key)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("no API key {public_key}")))?;
     if key.revoked_at.is_some() {
-        return Err(AdminError::Invalid(format!("API key {public_key} is revoked")));
+        return Err(AdminError::Invalid(format!(
+            "API key {public_key} is revoked"
+        )));
     }
     if let Some(url) = key.jwks_url {
         return Err(AdminError::Invalid(format!(
@@ -138,7 +199,9 @@ pub async fn mint_token(store: &dyn Store, config: &Config, public_key: &str, su
         return Err(AdminError::Invalid("--sub must be 1-255 characters".into()));
     }
     let issuer = BuiltinIssuer::load_or_create(store, &config.auth.builtin_issuer).await?;
-    let (token, expires_at) = issuer.mint(sub, &key.org_id, ttl_secs).map_err(|e| AdminError::Invalid(format!("signing failed: {e}")))?;
+    let (token, expires_at) = issuer
+        .mint(sub, &key.org_id, ttl_secs)
+        .map_err(|e| AdminError::Invalid(format!("signing failed: {e}")))?;
     Ok(TokenIssued { token, expires_at })
 }
 
@@ -153,8 +216,9 @@ pub struct ImportSummary {
 /// Parses and validates a catalog file (a JSON array of catalog records).
 pub fn parse_catalog(json: &str) -> Result<Vec<CatalogEntry>, AdminError> {
     let de = &mut serde_json::Deserializer::from_str(json);
-    let entries: Vec<CatalogEntry> = serde_path_to_error::deserialize(de)
-        .map_err(|e| AdminError::Invalid(format!("catalog file, at {}: {}", e.path(), e.inner())))?;
+    let entries: Vec<CatalogEntry> = serde_path_to_error::deserialize(de).map_err(|e| {
+        AdminError::Invalid(format!("catalog file, at {}: {}", e.path(), e.inner()))
+    })?;
     let mut seen = HashSet::new();
     for e in &entries {
         validate_entry(e).map_err(|err| AdminError::Invalid(err.to_string()))?;
@@ -169,7 +233,10 @@ pub fn parse_catalog(json: &str) -> Result<Vec<CatalogEntry>, AdminError> {
 pub async fn import_catalog(store: &dyn Store, json: &str) -> Result<ImportSummary, AdminError> {
     let entries = parse_catalog(json)?;
     let imported = store.upsert_catalog(&entries, Timestamp::now()).await?;
-    Ok(ImportSummary { imported, active: entries.iter().filter(|e| e.active).count() })
+    Ok(ImportSummary {
+        imported,
+        active: entries.iter().filter(|e| e.active).count(),
+    })
 }
 
 /// The whole stored catalog, inactive records included, in import format.

@@ -31,7 +31,10 @@ pub struct DemoSetup {
 
 /// Seeds the demo when the database has no organisation; `None` when it already had one (or
 /// the bootstrap is disabled).
-pub async fn bootstrap_demo(store: &dyn Store, config: &Config) -> Result<Option<DemoSetup>, AdminError> {
+pub async fn bootstrap_demo(
+    store: &dyn Store,
+    config: &Config,
+) -> Result<Option<DemoSetup>, AdminError> {
     if !config.demo.bootstrap {
         return Ok(None);
     }
@@ -50,7 +53,8 @@ pub async fn bootstrap_demo(store: &dyn Store, config: &Config) -> Result<Option
         org: org.clone(),
         keys: vec![dev_record, prod_record],
         credits,
-        credits_entry_id: cobro_domain::keys::new_id("le").map_err(|e| AdminError::Invalid(e.to_string()))?,
+        credits_entry_id: cobro_domain::keys::new_id("le")
+            .map_err(|e| AdminError::Invalid(e.to_string()))?,
         catalog,
     };
     if !store.bootstrap_if_empty(&demo).await? {
@@ -60,12 +64,22 @@ pub async fn bootstrap_demo(store: &dyn Store, config: &Config) -> Result<Option
     let (dev_token, _) = issuer
         .mint(DEMO_CUSTOMER, &org.id, 24 * 3600)
         .map_err(|e| AdminError::Invalid(format!("signing failed: {e}")))?;
-    Ok(Some(DemoSetup { org_id: org.id, dev, prod, credits, dev_token, skus }))
+    Ok(Some(DemoSetup {
+        org_id: org.id,
+        dev,
+        prod,
+        credits,
+        dev_token,
+        skus,
+    }))
 }
 
 /// The quickstart printed after the first start; `base_url` is where the server answers.
 pub fn quickstart(setup: &DemoSetup, base_url: &str) -> String {
-    let auth = format!("-H 'x-api-key: {}' -H 'Authorization: Bearer {}'", setup.dev.public_key, setup.dev_token);
+    let auth = format!(
+        "-H 'x-api-key: {}' -H 'Authorization: Bearer {}'",
+        setup.dev.public_key, setup.dev_token
+    );
     let lines = [
         String::new(),
         "cobro: this database was empty, so a demo organisation was created.".to_string(),
@@ -80,14 +94,18 @@ pub fn quickstart(setup: &DemoSetup, base_url: &str) -> String {
         String::new(),
         "  The secret keys are shown only this once: keep them somewhere safe.".to_string(),
         String::new(),
-        format!("A customer JWT for the dev key, from the built-in issuer, valid 24 hours (sub = {DEMO_CUSTOMER}):"),
+        format!(
+            "A customer JWT for the dev key, from the built-in issuer, valid 24 hours (sub = {DEMO_CUSTOMER}):"
+        ),
         String::new(),
         format!("  {}", setup.dev_token),
         String::new(),
         "Try it (paste into a shell):".to_string(),
         String::new(),
         "  # Telcel recharges".to_string(),
-        format!("  curl -s '{base_url}/v1/skus?chipiCategory=RECARGAS&carrierName=telcel&limit=5' {auth}"),
+        format!(
+            "  curl -s '{base_url}/v1/skus?chipiCategory=RECARGAS&carrierName=telcel&limit=5' {auth}"
+        ),
         String::new(),
         "  # one SKU, in Spanish".to_string(),
         format!("  curl -s '{base_url}/v1/skus/sku-tl-TEL010?locale=es' {auth}"),

@@ -48,11 +48,20 @@ impl std::fmt::Debug for DatabaseConfig {
 
 /// A database URL with any password replaced, for logs.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
     let rest = &url[scheme_end..];
-    let Some(at) = rest.find('@') else { return url.to_string() };
+    let Some(at) = rest.find('@') else {
+        return url.to_string();
+    };
     match rest[..at].find(':') {
-        Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
         None => url.to_string(),
     }
 }
@@ -116,13 +125,19 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: "sqlite://cobro.db".into(), max_connections: 8 }
+        DatabaseConfig {
+            url: "sqlite://cobro.db".into(),
+            max_connections: 8,
+        }
     }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { body_limit_bytes: 64 * 1024, request_timeout_ms: 30_000 }
+        HttpConfig {
+            body_limit_bytes: 64 * 1024,
+            request_timeout_ms: 30_000,
+        }
     }
 }
 
@@ -141,13 +156,19 @@ impl Default for AuthConfig {
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        DemoConfig { bootstrap: true, credits_usd: "1000".into() }
+        DemoConfig {
+            bootstrap: true,
+            credits_usd: "1000".into(),
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: "text".into(), filter: "info".into() }
+        LogConfig {
+            format: "text".into(),
+            filter: "info".into(),
+        }
     }
 }
 
@@ -167,7 +188,9 @@ fn option_paths() -> Vec<String> {
     if let Ok(toml::Value::Table(table)) = toml::Value::try_from(Config::default()) {
         for (k, v) in table {
             match v {
-                toml::Value::Table(section) => paths.extend(section.keys().map(|sk| format!("{k}.{sk}"))),
+                toml::Value::Table(section) => {
+                    paths.extend(section.keys().map(|sk| format!("{k}.{sk}")))
+                }
                 _ => paths.push(k),
             }
         }
@@ -207,8 +230,11 @@ impl Config {
             "# cobro configuration: every option, with its default.\n\
              # Precedence: defaults < this file (--config) < COBRO_* variables < flags.\n",
         );
-        let value = toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Table(Default::default()));
-        let Some(table) = value.as_table() else { return out };
+        let value = toml::Value::try_from(Config::default())
+            .unwrap_or(toml::Value::Table(Default::default()));
+        let Some(table) = value.as_table() else {
+            return out;
+        };
         let line = |out: &mut String, key: &str, v: &toml::Value, var: &str| {
             out.push_str(&format!("{key} = {v}    # {var}\n"));
         };
@@ -218,7 +244,12 @@ impl Config {
         for (section, v) in table.iter().filter(|(_, v)| v.is_table()) {
             out.push_str(&format!("\n[{section}]\n"));
             for (k, v) in v.as_table().into_iter().flatten() {
-                line(&mut out, k, v, &format!("COBRO_{}_{}", section.to_uppercase(), k.to_uppercase()));
+                line(
+                    &mut out,
+                    k,
+                    v,
+                    &format!("COBRO_{}_{}", section.to_uppercase(), k.to_uppercase()),
+                );
             }
         }
         out
@@ -226,6 +257,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
 
@@ -268,7 +300,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted_in_debug_output() {
-        let db = DatabaseConfig { url: "postgres://app:hunter2@db:5432/cobro".into(), max_connections: 1 };
+        let db = DatabaseConfig {
+            url: "postgres://app:hunter2@db:5432/cobro".into(),
+            max_connections: 1,
+        };
         assert!(!format!("{db:?}").contains("hunter2"));
         assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
     }

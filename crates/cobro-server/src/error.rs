@@ -28,18 +28,29 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), param: None }
+        ApiError {
+            code,
+            message: message.into(),
+            param: None,
+        }
     }
 
     /// An error about one parameter or field.
     pub fn param(code: ErrorCode, param: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), param: Some(param.into()) }
+        ApiError {
+            code,
+            message: message.into(),
+            param: Some(param.into()),
+        }
     }
 
     /// An unexpected failure: logged in full, shown to the client only as INTERNAL_ERROR.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "{context}");
-        ApiError::new(ErrorCode::InternalError, "An unexpected error occurred; quote the request id if you contact support.")
+        ApiError::new(
+            ErrorCode::InternalError,
+            "An unexpected error occurred; quote the request id if you contact support.",
+        )
     }
 }
 
@@ -48,7 +59,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Database(msg) => {
                 tracing::error!(error = %msg, "database unavailable");
-                ApiError::new(ErrorCode::ServiceUnavailable, "The database is unavailable; retry with backoff.")
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "The database is unavailable; retry with backoff.",
+                )
             }
             other => ApiError::internal("store error", other),
         }
@@ -68,7 +82,8 @@ struct PendingError(ApiError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = status.into_response();
         resp.extensions_mut().insert(PendingError(self));
         resp
@@ -79,15 +94,30 @@ impl IntoResponse for ApiError {
 fn error_for_status(status: StatusCode) -> ApiError {
     let (code, message) = match status {
         StatusCode::NOT_FOUND => (ErrorCode::RouteNotFound, "No such route."),
-        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "This route does not accept that HTTP method."),
-        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "The request body is too large."),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "Send bodies as application/json."),
-        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
-            (ErrorCode::RequestTimeout, "The request took too long and was abandoned.")
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            "This route does not accept that HTTP method.",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            (ErrorCode::PayloadTooLarge, "The request body is too large.")
         }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            ErrorCode::UnsupportedMediaType,
+            "Send bodies as application/json.",
+        ),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => (
+            ErrorCode::RequestTimeout,
+            "The request took too long and was abandoned.",
+        ),
         StatusCode::BAD_REQUEST => (ErrorCode::InvalidQuery, "The request could not be parsed."),
-        StatusCode::SERVICE_UNAVAILABLE => (ErrorCode::ServiceUnavailable, "The service is unavailable; retry with backoff."),
-        _ => (ErrorCode::InternalError, "An unexpected error occurred; quote the request id if you contact support."),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            ErrorCode::ServiceUnavailable,
+            "The service is unavailable; retry with backoff.",
+        ),
+        _ => (
+            ErrorCode::InternalError,
+            "An unexpected error occurred; quote the request id if you contact support.",
+        ),
     };
     ApiError::new(code, message)
 }
@@ -127,10 +157,15 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
         tracing::warn!(code = err.code.as_str(), "request failed");
     }
     let body = error_body(&err, request_id.as_deref());
-    let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"internal_error\"}".to_vec());
+    let json =
+        serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"internal_error\"}".to_vec());
     let (mut parts, _) = resp.into_parts();
-    parts.status = StatusCode::from_u16(err.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.status =
+        StatusCode::from_u16(err.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.extensions.remove::<PendingError>();
     Response::from_parts(parts, Body::from(json))

@@ -13,8 +13,12 @@ use crate::error::ApiError;
 
 /// Decodes a query string into its (key, value) pairs, in order.
 pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or_default())
-        .map_err(|_| ApiError::new(ErrorCode::InvalidQuery, "The query string is not valid URL encoding."))
+    serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or_default()).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            "The query string is not valid URL encoding.",
+        )
+    })
 }
 
 /// A JSON body. Errors: 415 without `Content-Type: application/json`, 413 over the body
@@ -34,13 +38,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             .and_then(|v| v.split(';').next())
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
         if !is_json {
-            return Err(ApiError::new(ErrorCode::UnsupportedMediaType, "Send the body as JSON with Content-Type: application/json."));
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "Send the body as JSON with Content-Type: application/json.",
+            ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(ErrorCode::PayloadTooLarge, "The request body is too large.")
             } else {
-                ApiError::new(ErrorCode::InvalidJson, "The request body could not be read.")
+                ApiError::new(
+                    ErrorCode::InvalidJson,
+                    "The request body could not be read.",
+                )
             }
         })?;
         parse_json(&bytes).map(ApiJson)
@@ -50,26 +60,50 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// Parses a JSON body, naming the field at fault.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::new(ErrorCode::InvalidJson, "The request body must be a JSON object."));
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            "The request body must be a JSON object.",
+        ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if !matches!(inner.classify(), serde_json::error::Category::Data) {
-            return ApiError::new(ErrorCode::InvalidJson, format!("The request body is not valid JSON: {inner}."));
+            return ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("The request body is not valid JSON: {inner}."),
+            );
         }
         let msg = inner.to_string();
         // serde reports a missing field at the path of the object that lacks it.
-        if let Some(field) = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
-            let param = if path == "." { field.to_string() } else { format!("{path}.{field}") };
-            return ApiError::param(ErrorCode::MissingParameter, param.clone(), format!("Missing required field '{param}'."));
+        if let Some(field) = msg
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            let param = if path == "." {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            return ApiError::param(
+                ErrorCode::MissingParameter,
+                param.clone(),
+                format!("Missing required field '{param}'."),
+            );
         }
         if path == "." {
-            return ApiError::new(ErrorCode::InvalidJson, format!("The request body has the wrong shape: {msg}."));
+            return ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("The request body has the wrong shape: {msg}."),
+            );
         }
         let detail = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-        ApiError::param(ErrorCode::InvalidParameter, path.clone(), format!("Invalid value for '{path}': {detail}."))
+        ApiError::param(
+            ErrorCode::InvalidParameter,
+            path.clone(),
+            format!("Invalid value for '{path}': {detail}."),
+        )
     })
 }
 
@@ -87,15 +121,30 @@ mod tests {
 
     #[test]
     fn json_errors_name_the_field_at_fault() {
-        let e = parse_json::<Body>(b"{\"skuId\": \"x\"").map(|_| ()).expect_err("truncated");
+        let e = parse_json::<Body>(b"{\"skuId\": \"x\"")
+            .map(|_| ())
+            .expect_err("truncated");
         assert_eq!(e.code, ErrorCode::InvalidJson);
-        let e = parse_json::<Body>(b"{\"skuId\": \"x\"}").map(|_| ()).expect_err("missing");
-        assert_eq!((e.code, e.param.as_deref()), (ErrorCode::MissingParameter, Some("currencyAmount")));
-        let e = parse_json::<Body>(b"{\"skuId\": 5, \"currencyAmount\": 1}").map(|_| ()).expect_err("type");
-        assert_eq!((e.code, e.param.as_deref()), (ErrorCode::InvalidParameter, Some("skuId")));
+        let e = parse_json::<Body>(b"{\"skuId\": \"x\"}")
+            .map(|_| ())
+            .expect_err("missing");
+        assert_eq!(
+            (e.code, e.param.as_deref()),
+            (ErrorCode::MissingParameter, Some("currencyAmount"))
+        );
+        let e = parse_json::<Body>(b"{\"skuId\": 5, \"currencyAmount\": 1}")
+            .map(|_| ())
+            .expect_err("type");
+        assert_eq!(
+            (e.code, e.param.as_deref()),
+            (ErrorCode::InvalidParameter, Some("skuId"))
+        );
         let e = parse_json::<Body>(b"[1,2]").map(|_| ()).expect_err("shape");
         assert_eq!(e.code, ErrorCode::InvalidJson);
-        assert!(parse_json::<Body>(b"{\"skuId\": \"x\", \"currencyAmount\": 1, \"extra\": true}").is_ok());
+        assert!(
+            parse_json::<Body>(b"{\"skuId\": \"x\", \"currencyAmount\": 1, \"extra\": true}")
+                .is_ok()
+        );
     }
 
     #[test]

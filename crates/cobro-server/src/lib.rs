@@ -56,15 +56,19 @@ impl App {
     /// Loads the snapshots and the issuer from the (migrated) store.
     pub async fn new(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<App>> {
         let metrics = Arc::new(Metrics::default());
-        let issuer = BuiltinIssuer::load_or_create(store.as_ref(), &config.auth.builtin_issuer).await?;
+        let issuer =
+            BuiltinIssuer::load_or_create(store.as_ref(), &config.auth.builtin_issuer).await?;
         let settings = auth::jwt::JwtSettings {
             leeway_secs: config.auth.jwt_leeway_secs,
             cache_ttl: std::time::Duration::from_secs(config.auth.jwks_cache_ttl_secs),
-            min_refresh_interval: std::time::Duration::from_millis(config.auth.jwks_min_refresh_interval_ms),
+            min_refresh_interval: std::time::Duration::from_millis(
+                config.auth.jwks_min_refresh_interval_ms,
+            ),
             fetch_timeout: std::time::Duration::from_millis(config.auth.jwks_fetch_timeout_ms),
             builtin_issuer: config.auth.builtin_issuer.clone(),
         };
-        let jwt = JwtVerifier::new(settings, &issuer.jwks(), metrics.clone()).map_err(anyhow::Error::msg)?;
+        let jwt = JwtVerifier::new(settings, &issuer.jwks(), metrics.clone())
+            .map_err(anyhow::Error::msg)?;
         let app = App {
             config,
             store,
@@ -73,7 +77,10 @@ impl App {
             issuer,
             metrics,
             catalog: RwLock::new(Arc::default()),
-            versions: Mutex::new(ChangeVersions { keys: -1, catalog: -1 }),
+            versions: Mutex::new(ChangeVersions {
+                keys: -1,
+                catalog: -1,
+            }),
         };
         app.refresh().await?;
         Ok(Arc::new(app))

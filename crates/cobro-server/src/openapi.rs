@@ -43,7 +43,9 @@ impl Modify for Security {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A customer JWT, or (where allowed) your secret key sk_…"))
+                    .description(Some(
+                        "A customer JWT, or (where allowed) your secret key sk_…",
+                    ))
                     .build(),
             ),
         );

@@ -58,10 +58,16 @@ pub fn router(app: AppState) -> Router {
         .route("/openapi.json", get(system::openapi))
         .fallback(system::not_found)
         .with_state(app)
-        .layer(middleware::from_fn_with_state(metrics, telemetry::record_metrics))
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            telemetry::record_metrics,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(limit, limit_declared_body))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            timeout,
+        ))
         .layer(CatchPanicLayer::new())
         .layer(middleware::from_fn(render_errors))
         .layer(middleware::from_fn(telemetry::request_id))
@@ -118,7 +124,13 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
             })
             .await
     });
-    Ok(RunningServer { addr, app, shutdown, http, refresher })
+    Ok(RunningServer {
+        addr,
+        app,
+        shutdown,
+        http,
+        refresher,
+    })
 }
 
 async fn refresh_loop(app: AppState, mut stop: watch::Receiver<bool>) {

@@ -12,11 +12,25 @@ use crate::config::{DatabaseConfig, redact_url};
 pub async fn open(db: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     let url = db.url.as_str();
     if url.starts_with("sqlite:") {
-        let store = SqliteStore::connect(url, &SqliteOptions { max_connections: db.max_connections, ..Default::default() }).await?;
+        let store = SqliteStore::connect(
+            url,
+            &SqliteOptions {
+                max_connections: db.max_connections,
+                ..Default::default()
+            },
+        )
+        .await?;
         store.migrate().await?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = PgStore::connect(url, &PgOptions { max_connections: db.max_connections, ..Default::default() }).await?;
+        let store = PgStore::connect(
+            url,
+            &PgOptions {
+                max_connections: db.max_connections,
+                ..Default::default()
+            },
+        )
+        .await?;
         store.migrate().await?;
         Ok(Arc::new(store))
     } else {

@@ -30,7 +30,8 @@ fn acceptable_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
     let ok = !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     ok.then(|| s.to_string())
 }
 
@@ -86,25 +87,61 @@ pub struct Metrics {
 
 fn duration_histogram() -> Histogram {
     // 0.25 ms to ~8 s.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_25, 2.0, 16))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_25, 2.0, 16,
+    ))
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("cobro");
         let http_requests = Family::<HttpLabels, Counter>::default();
-        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
         let jwks_fetches = Family::<OutcomeLabels, Counter>::default();
         let auth_failures = Family::<OutcomeLabels, Counter>::default();
         let catalog_skus = Gauge::default();
         let api_keys = Gauge::default();
-        registry.register("http_requests", "HTTP requests by method, route template and status", http_requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency by route template", http_duration.clone());
-        registry.register("jwks_fetches", "JWKS fetches by outcome", jwks_fetches.clone());
-        registry.register("auth_failures", "Authentication failures by error code", auth_failures.clone());
-        registry.register("catalog_skus", "Active SKUs in the in-memory catalog", catalog_skus.clone());
-        registry.register("api_keys", "API keys in the in-memory snapshot", api_keys.clone());
-        Metrics { registry, http_requests, http_duration, jwks_fetches, auth_failures, catalog_skus, api_keys }
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route template and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template",
+            http_duration.clone(),
+        );
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by outcome",
+            jwks_fetches.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Authentication failures by error code",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "catalog_skus",
+            "Active SKUs in the in-memory catalog",
+            catalog_skus.clone(),
+        );
+        registry.register(
+            "api_keys",
+            "API keys in the in-memory snapshot",
+            api_keys.clone(),
+        );
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            jwks_fetches,
+            auth_failures,
+            catalog_skus,
+            api_keys,
+        }
     }
 }
 
@@ -119,12 +156,20 @@ impl Metrics {
     }
 
     pub fn count(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
-        family.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+        family
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 }
 
 /// Records the count and latency of every routed request, labelled by route template.
-pub async fn record_metrics(State(metrics): State<std::sync::Arc<Metrics>>, req: Request, next: Next) -> Response {
+pub async fn record_metrics(
+    State(metrics): State<std::sync::Arc<Metrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let method = req.method().to_string();
     let route = req
@@ -135,9 +180,16 @@ pub async fn record_metrics(State(metrics): State<std::sync::Arc<Metrics>>, req:
     let elapsed = start.elapsed().as_secs_f64();
     metrics
         .http_requests
-        .get_or_create(&HttpLabels { method: method.clone(), route: route.clone(), status: resp.status().as_u16() })
+        .get_or_create(&HttpLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status: resp.status().as_u16(),
+        })
         .inc();
-    metrics.http_duration.get_or_create(&RouteLabels { method, route }).observe(elapsed);
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels { method, route })
+        .observe(elapsed);
     resp
 }
 
@@ -150,7 +202,11 @@ pub fn init_tracing(format: &str, filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let result = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let result = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
     if result.is_err() {
         // Already installed (tests, or a second call): keep the first.
     }

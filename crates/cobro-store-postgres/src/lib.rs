@@ -11,20 +11,22 @@ use std::{borrow::Cow, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use cobro_store::{
-    ApiKeyRecord, ChangeVersions, DemoBootstrap, IssuerKey, LedgerEntry, Org, Store, StoreError,
-    StoreResult, codec,
+    ApiKeyRecord, ChangeVersions, DemoBootstrap, IssuerKey, LedgerEntry, NewLedgerEntry, Org,
+    Store, StoreError, StoreResult, codec,
 };
 use cobro_types::{CatalogEntry, Timestamp, UsdMicros};
 use sqlx::{
-    SqlSafeStr,
-    Row, PgConnection,
+    PgConnection, Row, SqlSafeStr,
     migrate::{Migration, MigrationType, Migrator},
     postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
 };
 
 /// The migrations, compiled into the binary.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "foundation", include_str!("../migrations/0001_foundation.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("../migrations/0001_foundation.sql"),
+)];
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(
@@ -67,7 +69,10 @@ pub struct PgOptions {
 
 impl Default for PgOptions {
     fn default() -> Self {
-        PgOptions { max_connections: 16, acquire_timeout: Duration::from_secs(10) }
+        PgOptions {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -126,12 +131,14 @@ async fn insert_org(conn: &mut PgConnection, org: &Org) -> StoreResult<()> {
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
-    sqlx::query("INSERT INTO org_balances (org_id, available_micros, updated_at) VALUES ($1, 0, $2)")
-        .bind(&org.id)
-        .bind(org.created_at.unix_millis())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+    sqlx::query(
+        "INSERT INTO org_balances (org_id, available_micros, updated_at) VALUES ($1, 0, $2)",
+    )
+    .bind(&org.id)
+    .bind(org.created_at.unix_millis())
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
     Ok(())
 }
 
@@ -157,16 +164,16 @@ async fn insert_key(conn: &mut PgConnection, k: &ApiKeyRecord) -> StoreResult<()
 }
 
 /// Appends a ledger entry and moves the balance, in the caller's transaction.
-async fn append_entry(
-    conn: &mut PgConnection,
-    org_id: &str,
-    entry_id: &str,
-    kind: &str,
-    amount: UsdMicros,
-    note: Option<&str>,
-    purchase_id: Option<&str>,
-    at: Timestamp,
-) -> StoreResult<LedgerEntry> {
+async fn append_entry(conn: &mut PgConnection, e: &NewLedgerEntry<'_>) -> StoreResult<LedgerEntry> {
+    let NewLedgerEntry {
+        id: entry_id,
+        org_id,
+        kind,
+        amount,
+        note,
+        purchase_id,
+        at,
+    } = *e;
     let row = sqlx::query(
         "UPDATE org_balances SET available_micros = available_micros + $1, updated_at = $2
          WHERE org_id = $3 RETURNING available_micros",
@@ -210,7 +217,11 @@ async fn append_entry(
     })
 }
 
-async fn upsert_skus(conn: &mut PgConnection, entries: &[CatalogEntry], at: Timestamp) -> StoreResult<usize> {
+async fn upsert_skus(
+    conn: &mut PgConnection,
+    entries: &[CatalogEntry],
+    at: Timestamp,
+) -> StoreResult<usize> {
     for e in entries {
         let doc = codec::encode_catalog_entry(e)?;
         sqlx::query(
@@ -281,7 +292,10 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
@@ -311,7 +325,10 @@ impl Store for PgStore {
         // The table lock makes concurrent bootstraps wait for each other; the loser then sees
         // the winner's organisation and does nothing.
         let mut tx = self.begin_write().await?;
-        sqlx::query("LOCK TABLE orgs IN EXCLUSIVE MODE").execute(&mut *tx).await.map_err(db_err)?;
+        sqlx::query("LOCK TABLE orgs IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         let existing: i64 = sqlx::query("SELECT COUNT(*) FROM orgs")
             .fetch_one(&mut *tx)
             .await
@@ -327,13 +344,15 @@ impl Store for PgStore {
         if demo.credits.0 > 0 {
             append_entry(
                 &mut tx,
-                &demo.org.id,
-                &demo.credits_entry_id,
-                "topup",
-                demo.credits,
-                Some("demo credits"),
-                None,
-                demo.org.created_at,
+                &NewLedgerEntry {
+                    id: &demo.credits_entry_id,
+                    org_id: &demo.org.id,
+                    kind: "topup",
+                    amount: demo.credits,
+                    note: Some("demo credits"),
+                    purchase_id: None,
+                    at: demo.org.created_at,
+                },
             )
             .await?;
         }
@@ -371,7 +390,9 @@ impl Store for PgStore {
     }
 
     async fn get_api_key(&self, public_key: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE public_key = $1"));
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE public_key = $1"
+        ));
         sqlx::query(sql)
             .bind(public_key)
             .fetch_optional(&self.pool)
@@ -383,7 +404,9 @@ impl Store for PgStore {
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at"));
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at"
+        ));
         sqlx::query(sql)
             .fetch_all(&self.pool)
             .await
@@ -421,7 +444,19 @@ impl Store for PgStore {
     ) -> StoreResult<LedgerEntry> {
         let kind = codec::credit_kind(amount)?;
         let mut tx = self.begin_write().await?;
-        let entry = append_entry(&mut tx, org_id, entry_id, kind, amount, note, None, at).await?;
+        let entry = append_entry(
+            &mut tx,
+            &NewLedgerEntry {
+                id: entry_id,
+                org_id,
+                kind,
+                amount,
+                note,
+                purchase_id: None,
+                at,
+            },
+        )
+        .await?;
         tx.commit().await.map_err(db_err)?;
         Ok(entry)
     }
@@ -437,7 +472,12 @@ impl Store for PgStore {
             .ok_or_else(|| StoreError::NotFound(format!("organisation {org_id}")))
     }
 
-    async fn ledger_entries(&self, org_id: &str, limit: u32, offset: u64) -> StoreResult<Vec<LedgerEntry>> {
+    async fn ledger_entries(
+        &self,
+        org_id: &str,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<Vec<LedgerEntry>> {
         sqlx::query(
             "SELECT id, org_id, kind, amount_micros, balance_after_micros, note, purchase_id, created_at
              FROM ledger_entries WHERE org_id = $1 ORDER BY seq DESC LIMIT $2 OFFSET $3",
@@ -538,9 +578,13 @@ pub mod test_db {
         /// Creates a fresh database, or returns `None` when `COBRO_TEST_DATABASE_URL` is unset.
         pub async fn create() -> Option<TestDatabase> {
             let admin_url = std::env::var(ENV).ok().filter(|s| !s.is_empty())?;
-            let admin = PgConnectOptions::from_str(&admin_url).expect("COBRO_TEST_DATABASE_URL is not a PostgreSQL URL");
+            let admin = PgConnectOptions::from_str(&admin_url)
+                .expect("COBRO_TEST_DATABASE_URL is not a PostgreSQL URL");
             let name = format!("cobro_test_{}", uuid_like());
-            let mut conn = admin.connect().await.expect("connect to COBRO_TEST_DATABASE_URL");
+            let mut conn = admin
+                .connect()
+                .await
+                .expect("connect to COBRO_TEST_DATABASE_URL");
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
                 .execute(&mut conn)
                 .await
@@ -555,7 +599,10 @@ pub mod test_db {
             match self.admin.connect().await {
                 Ok(mut conn) => {
                     let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
+                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await
+                    {
                         eprintln!("could not drop test database {}: {e}", self.name);
                     }
                     conn.close().await.ok();
@@ -573,7 +620,12 @@ pub mod test_db {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        format!("{:x}_{}_{}", nanos, std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{:x}_{}_{}",
+            nanos,
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// `postgres://u@h:5432/test?x=y` with the database replaced by `name`.
@@ -595,9 +647,18 @@ pub mod test_db {
     mod tests {
         #[test]
         fn database_names_are_replaced_in_urls() {
-            assert_eq!(super::replace_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
-            assert_eq!(super::replace_database("postgres://u@h", "x"), "postgres://u@h/x");
-            assert_eq!(super::replace_database("postgres://h/db?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+            assert_eq!(
+                super::replace_database("postgres://u@h:5432/test", "x"),
+                "postgres://u@h:5432/x"
+            );
+            assert_eq!(
+                super::replace_database("postgres://u@h", "x"),
+                "postgres://u@h/x"
+            );
+            assert_eq!(
+                super::replace_database("postgres://h/db?sslmode=disable", "x"),
+                "postgres://h/x?sslmode=disable"
+            );
         }
     }
 }

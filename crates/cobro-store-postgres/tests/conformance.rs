@@ -8,7 +8,9 @@ use cobro_store_postgres::{PgOptions, PgStore, test_db::TestDatabase};
 
 async fn setup() -> Option<(Arc<dyn Store>, impl Future<Output = ()> + Send)> {
     let db = TestDatabase::create().await?;
-    let store = PgStore::connect(&db.url, &PgOptions::default()).await.expect("connect");
+    let store = PgStore::connect(&db.url, &PgOptions::default())
+        .await
+        .expect("connect");
     store.migrate().await.expect("migrate");
     let closer = store.clone();
     let teardown = async move {

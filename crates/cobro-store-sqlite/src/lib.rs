@@ -11,20 +11,25 @@ use std::{borrow::Cow, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use cobro_store::{
-    ApiKeyRecord, ChangeVersions, DemoBootstrap, IssuerKey, LedgerEntry, Org, Store, StoreError,
-    StoreResult, codec,
+    ApiKeyRecord, ChangeVersions, DemoBootstrap, IssuerKey, LedgerEntry, NewLedgerEntry, Org,
+    Store, StoreError, StoreResult, codec,
 };
 use cobro_types::{CatalogEntry, Timestamp, UsdMicros};
 use sqlx::{
-    SqlSafeStr,
-    Row, SqliteConnection,
+    Row, SqlSafeStr, SqliteConnection,
     migrate::{Migration, MigrationType, Migrator},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+        SqliteSynchronous,
+    },
 };
 
 /// The migrations, compiled into the binary.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "foundation", include_str!("../migrations/0001_foundation.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("../migrations/0001_foundation.sql"),
+)];
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(
@@ -67,7 +72,10 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { max_connections: 8, busy_timeout: Duration::from_secs(10) }
+        SqliteOptions {
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -110,7 +118,10 @@ impl SqliteStore {
     }
 
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)
     }
 }
 
@@ -164,14 +175,17 @@ async fn insert_key(conn: &mut SqliteConnection, k: &ApiKeyRecord) -> StoreResul
 /// Appends a ledger entry and moves the balance, in the caller's transaction.
 async fn append_entry(
     conn: &mut SqliteConnection,
-    org_id: &str,
-    entry_id: &str,
-    kind: &str,
-    amount: UsdMicros,
-    note: Option<&str>,
-    purchase_id: Option<&str>,
-    at: Timestamp,
+    e: &NewLedgerEntry<'_>,
 ) -> StoreResult<LedgerEntry> {
+    let NewLedgerEntry {
+        id: entry_id,
+        org_id,
+        kind,
+        amount,
+        note,
+        purchase_id,
+        at,
+    } = *e;
     let row = sqlx::query(
         "UPDATE org_balances SET available_micros = available_micros + ?, updated_at = ?
          WHERE org_id = ? RETURNING available_micros",
@@ -215,7 +229,11 @@ async fn append_entry(
     })
 }
 
-async fn upsert_skus(conn: &mut SqliteConnection, entries: &[CatalogEntry], at: Timestamp) -> StoreResult<usize> {
+async fn upsert_skus(
+    conn: &mut SqliteConnection,
+    entries: &[CatalogEntry],
+    at: Timestamp,
+) -> StoreResult<usize> {
     for e in entries {
         let doc = codec::encode_catalog_entry(e)?;
         sqlx::query(
@@ -286,7 +304,10 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
@@ -330,13 +351,15 @@ impl Store for SqliteStore {
         if demo.credits.0 > 0 {
             append_entry(
                 &mut tx,
-                &demo.org.id,
-                &demo.credits_entry_id,
-                "topup",
-                demo.credits,
-                Some("demo credits"),
-                None,
-                demo.org.created_at,
+                &NewLedgerEntry {
+                    id: &demo.credits_entry_id,
+                    org_id: &demo.org.id,
+                    kind: "topup",
+                    amount: demo.credits,
+                    note: Some("demo credits"),
+                    purchase_id: None,
+                    at: demo.org.created_at,
+                },
             )
             .await?;
         }
@@ -374,7 +397,9 @@ impl Store for SqliteStore {
     }
 
     async fn get_api_key(&self, public_key: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE public_key = ?"));
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE public_key = ?"
+        ));
         sqlx::query(sql)
             .bind(public_key)
             .fetch_optional(&self.pool)
@@ -386,7 +411,9 @@ impl Store for SqliteStore {
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at"));
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at"
+        ));
         sqlx::query(sql)
             .fetch_all(&self.pool)
             .await
@@ -424,7 +451,19 @@ impl Store for SqliteStore {
     ) -> StoreResult<LedgerEntry> {
         let kind = codec::credit_kind(amount)?;
         let mut tx = self.begin_write().await?;
-        let entry = append_entry(&mut tx, org_id, entry_id, kind, amount, note, None, at).await?;
+        let entry = append_entry(
+            &mut tx,
+            &NewLedgerEntry {
+                id: entry_id,
+                org_id,
+                kind,
+                amount,
+                note,
+                purchase_id: None,
+                at,
+            },
+        )
+        .await?;
         tx.commit().await.map_err(db_err)?;
         Ok(entry)
     }
@@ -440,7 +479,12 @@ impl Store for SqliteStore {
             .ok_or_else(|| StoreError::NotFound(format!("organisation {org_id}")))
     }
 
-    async fn ledger_entries(&self, org_id: &str, limit: u32, offset: u64) -> StoreResult<Vec<LedgerEntry>> {
+    async fn ledger_entries(
+        &self,
+        org_id: &str,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<Vec<LedgerEntry>> {
         sqlx::query(
             "SELECT id, org_id, kind, amount_micros, balance_after_micros, note, purchase_id, created_at
              FROM ledger_entries WHERE org_id = ? ORDER BY seq DESC LIMIT ? OFFSET ?",

@@ -8,7 +8,9 @@ use cobro_store_sqlite::{SqliteOptions, SqliteStore};
 async fn open() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("cobro.db").display());
-    let store = SqliteStore::connect(&url, &SqliteOptions::default()).await.expect("open");
+    let store = SqliteStore::connect(&url, &SqliteOptions::default())
+        .await
+        .expect("open");
     store.migrate().await.expect("migrate");
     (store, dir)
 }

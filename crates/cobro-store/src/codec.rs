@@ -13,9 +13,13 @@ pub fn encode_catalog_entry(e: &CatalogEntry) -> StoreResult<String> {
 }
 
 /// Reads a stored catalog record back, with its timestamps.
-pub fn decode_catalog_entry(doc: &str, created_ms: i64, updated_ms: i64) -> StoreResult<CatalogEntry> {
-    let mut e: CatalogEntry =
-        serde_json::from_str(doc).map_err(|err| StoreError::Corrupt(format!("catalog document: {err}")))?;
+pub fn decode_catalog_entry(
+    doc: &str,
+    created_ms: i64,
+    updated_ms: i64,
+) -> StoreResult<CatalogEntry> {
+    let mut e: CatalogEntry = serde_json::from_str(doc)
+        .map_err(|err| StoreError::Corrupt(format!("catalog document: {err}")))?;
     e.created_at = Some(Timestamp::from_unix_millis(created_ms));
     e.updated_at = Some(Timestamp::from_unix_millis(updated_ms));
     Ok(e)
@@ -29,7 +33,9 @@ pub fn decode_environment(s: &str) -> StoreResult<Environment> {
 /// negative; zero is refused.
 pub fn credit_kind(amount: UsdMicros) -> StoreResult<&'static str> {
     match amount.0 {
-        0 => Err(StoreError::Rejected("a credit movement cannot be zero".into())),
+        0 => Err(StoreError::Rejected(
+            "a credit movement cannot be zero".into(),
+        )),
         a if a > 0 => Ok("topup"),
         _ => Ok("adjustment"),
     }

@@ -7,7 +7,10 @@
 
 use std::sync::Arc;
 
-use cobro_types::{CatalogEntry, Currency, Environment, MinorAmount, Provider, SkuCategory, SkuTexts, Timestamp, UsdMicros};
+use cobro_types::{
+    CatalogEntry, Currency, Environment, MinorAmount, Provider, SkuCategory, SkuTexts, Timestamp,
+    UsdMicros,
+};
 
 use crate::{ApiKeyRecord, DemoBootstrap, IssuerKey, LedgerEntry, Org, Store, StoreError};
 
@@ -54,7 +57,11 @@ fn ts(ms: i64) -> Timestamp {
 
 /// A test organisation with a unique id.
 pub fn org(tag: &str) -> Org {
-    Org { id: format!("org_{tag}"), name: format!("Org {tag}"), created_at: ts(1_700_000_000_000) }
+    Org {
+        id: format!("org_{tag}"),
+        name: format!("Org {tag}"),
+        created_at: ts(1_700_000_000_000),
+    }
 }
 
 /// A key record for tests (the hash is fake but unique per key).
@@ -94,9 +101,15 @@ pub fn sku(id: &str, amount: i64) -> CatalogEntry {
         chipi_category: "RECARGAS".into(),
         carrier_name: "Telcel".into(),
         active: true,
-        translations: [("es".to_string(), SkuTexts { name: Some(format!("Recarga Telcel ${amount}")), ..Default::default() })]
-            .into_iter()
-            .collect(),
+        translations: [(
+            "es".to_string(),
+            SkuTexts {
+                name: Some(format!("Recarga Telcel ${amount}")),
+                ..Default::default()
+            },
+        )]
+        .into_iter()
+        .collect(),
         created_at: None,
         updated_at: None,
     }
@@ -104,7 +117,10 @@ pub fn sku(id: &str, amount: i64) -> CatalogEntry {
 
 /// The auditor: recomputes the balance from the entries alone and checks the chain.
 pub async fn audit_ledger(store: &dyn Store, org_id: &str) -> Vec<LedgerEntry> {
-    let mut entries = store.ledger_entries(org_id, 10_000, 0).await.expect("ledger");
+    let mut entries = store
+        .ledger_entries(org_id, 10_000, 0)
+        .await
+        .expect("ledger");
     entries.reverse(); // oldest first
     let mut running = 0i64;
     for e in &entries {
@@ -118,45 +134,111 @@ pub async fn audit_ledger(store: &dyn Store, org_id: &str) -> Vec<LedgerEntry> {
     entries
 }
 
-pub async fn organisations_start_with_zero_credits_and_move_only_through_the_ledger(store: Arc<dyn Store>) {
+pub async fn organisations_start_with_zero_credits_and_move_only_through_the_ledger(
+    store: Arc<dyn Store>,
+) {
     let o = org("credits");
     store.create_org(&o).await.expect("create org");
-    assert_eq!(store.get_org(&o.id).await.expect("get").map(|x| x.name), Some(o.name.clone()));
+    assert_eq!(
+        store.get_org(&o.id).await.expect("get").map(|x| x.name),
+        Some(o.name.clone())
+    );
     assert!(store.get_org("org_missing").await.expect("get").is_none());
-    assert!(matches!(store.create_org(&o).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_org(&o).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(store.balance(&o.id).await.expect("balance"), UsdMicros(0));
-    assert!(matches!(store.balance("org_missing").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.balance("org_missing").await,
+        Err(StoreError::NotFound(_))
+    ));
 
-    let e = store.adjust_credits(&o.id, "le_1", UsdMicros(1_000_000_000), Some("first"), ts(1)).await.expect("top-up");
-    assert_eq!((e.kind.as_str(), e.balance_after), ("topup", UsdMicros(1_000_000_000)));
-    let e = store.adjust_credits(&o.id, "le_2", UsdMicros(-250_000), None, ts(2)).await.expect("adjust");
-    assert_eq!((e.kind.as_str(), e.balance_after), ("adjustment", UsdMicros(999_750_000)));
+    let e = store
+        .adjust_credits(
+            &o.id,
+            "le_1",
+            UsdMicros(1_000_000_000),
+            Some("first"),
+            ts(1),
+        )
+        .await
+        .expect("top-up");
+    assert_eq!(
+        (e.kind.as_str(), e.balance_after),
+        ("topup", UsdMicros(1_000_000_000))
+    );
+    let e = store
+        .adjust_credits(&o.id, "le_2", UsdMicros(-250_000), None, ts(2))
+        .await
+        .expect("adjust");
+    assert_eq!(
+        (e.kind.as_str(), e.balance_after),
+        ("adjustment", UsdMicros(999_750_000))
+    );
 
-    let overdraw = store.adjust_credits(&o.id, "le_3", UsdMicros(-1_000_000_000), None, ts(3)).await;
-    assert!(matches!(overdraw, Err(StoreError::Rejected(_))), "{overdraw:?}");
-    assert!(matches!(store.adjust_credits(&o.id, "le_4", UsdMicros(0), None, ts(4)).await, Err(StoreError::Rejected(_))));
-    assert!(matches!(store.adjust_credits("org_missing", "le_5", UsdMicros(5), None, ts(5)).await, Err(StoreError::NotFound(_))));
-    assert!(matches!(store.adjust_credits(&o.id, "le_1", UsdMicros(5), None, ts(6)).await, Err(StoreError::Conflict(_))));
+    let overdraw = store
+        .adjust_credits(&o.id, "le_3", UsdMicros(-1_000_000_000), None, ts(3))
+        .await;
+    assert!(
+        matches!(overdraw, Err(StoreError::Rejected(_))),
+        "{overdraw:?}"
+    );
+    assert!(matches!(
+        store
+            .adjust_credits(&o.id, "le_4", UsdMicros(0), None, ts(4))
+            .await,
+        Err(StoreError::Rejected(_))
+    ));
+    assert!(matches!(
+        store
+            .adjust_credits("org_missing", "le_5", UsdMicros(5), None, ts(5))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .adjust_credits(&o.id, "le_1", UsdMicros(5), None, ts(6))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
 
     let entries = audit_ledger(&*store, &o.id).await;
-    assert_eq!(entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["le_1", "le_2"]);
-    assert_eq!(store.balance(&o.id).await.expect("balance"), UsdMicros(999_750_000));
+    assert_eq!(
+        entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["le_1", "le_2"]
+    );
+    assert_eq!(
+        store.balance(&o.id).await.expect("balance"),
+        UsdMicros(999_750_000)
+    );
     let newest = store.ledger_entries(&o.id, 1, 0).await.expect("page");
-    assert_eq!(newest.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["le_2"]);
+    assert_eq!(
+        newest.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["le_2"]
+    );
     let second = store.ledger_entries(&o.id, 1, 1).await.expect("page");
-    assert_eq!(second.first().map(|e| e.note.clone()), Some(Some("first".to_string())));
+    assert_eq!(
+        second.first().map(|e| e.note.clone()),
+        Some(Some("first".to_string()))
+    );
 }
 
 pub async fn concurrent_debits_never_overdraw(store: Arc<dyn Store>) {
     let o = org("race");
     store.create_org(&o).await.expect("create org");
-    store.adjust_credits(&o.id, "le_seed", UsdMicros(10), None, ts(1)).await.expect("seed");
+    store
+        .adjust_credits(&o.id, "le_seed", UsdMicros(10), None, ts(1))
+        .await
+        .expect("seed");
     let tasks: Vec<_> = (0..25)
         .map(|i| {
             let store = store.clone();
             let org_id = o.id.clone();
             tokio::spawn(async move {
-                store.adjust_credits(&org_id, &format!("le_d{i}"), UsdMicros(-1), None, ts(2)).await
+                store
+                    .adjust_credits(&org_id, &format!("le_d{i}"), UsdMicros(-1), None, ts(2))
+                    .await
             })
         })
         .collect();
@@ -181,14 +263,25 @@ pub async fn concurrent_top_ups_are_all_counted(store: Arc<dyn Store>) {
             let store = store.clone();
             let org_id = o.id.clone();
             tokio::spawn(async move {
-                store.adjust_credits(&org_id, &format!("le_t{i}"), UsdMicros(1_000_001), None, ts(i)).await
+                store
+                    .adjust_credits(
+                        &org_id,
+                        &format!("le_t{i}"),
+                        UsdMicros(1_000_001),
+                        None,
+                        ts(i),
+                    )
+                    .await
             })
         })
         .collect();
     for t in tasks {
         t.await.expect("task").expect("top-up");
     }
-    assert_eq!(store.balance(&o.id).await.expect("balance"), UsdMicros(30_000_030));
+    assert_eq!(
+        store.balance(&o.id).await.expect("balance"),
+        UsdMicros(30_000_030)
+    );
     audit_ledger(&*store, &o.id).await;
 }
 
@@ -196,15 +289,36 @@ pub async fn keys_are_stored_hashed_unique_and_revocable(store: Arc<dyn Store>) 
     let o = org("keys");
     store.create_org(&o).await.expect("create org");
     let v0 = store.change_versions().await.expect("versions");
-    let dev = key("pk_dev_conformance0000000000000000000000", &o.id, Environment::Dev);
+    let dev = key(
+        "pk_dev_conformance0000000000000000000000",
+        &o.id,
+        Environment::Dev,
+    );
     store.create_api_key(&dev).await.expect("create key");
     let v1 = store.change_versions().await.expect("versions");
     assert!(v1.keys > v0.keys, "creating a key bumps the keys version");
-    assert_eq!(store.get_api_key(&dev.public_key).await.expect("get"), Some(dev.clone()));
-    assert!(matches!(store.create_api_key(&dev).await, Err(StoreError::Conflict(_))));
-    let orphan = key("pk_dev_orphan00000000000000000000000000", "org_missing", Environment::Dev);
-    assert!(matches!(store.create_api_key(&orphan).await, Err(StoreError::NotFound(_))));
-    let mut builtin = key("pk_prod_conformance000000000000000000000", &o.id, Environment::Prod);
+    assert_eq!(
+        store.get_api_key(&dev.public_key).await.expect("get"),
+        Some(dev.clone())
+    );
+    assert!(matches!(
+        store.create_api_key(&dev).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let orphan = key(
+        "pk_dev_orphan00000000000000000000000000",
+        "org_missing",
+        Environment::Dev,
+    );
+    assert!(matches!(
+        store.create_api_key(&orphan).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let mut builtin = key(
+        "pk_prod_conformance000000000000000000000",
+        &o.id,
+        Environment::Prod,
+    );
     builtin.jwks_url = None;
     builtin.issuer = None;
     store.create_api_key(&builtin).await.expect("create key");
@@ -212,43 +326,88 @@ pub async fn keys_are_stored_hashed_unique_and_revocable(store: Arc<dyn Store>) 
     assert_eq!(all.len(), 2);
     assert!(all.contains(&builtin));
 
-    assert!(store.revoke_api_key(&dev.public_key, ts(5_000)).await.expect("revoke"));
+    assert!(
+        store
+            .revoke_api_key(&dev.public_key, ts(5_000))
+            .await
+            .expect("revoke")
+    );
     let v2 = store.change_versions().await.expect("versions");
     assert!(v2.keys > v1.keys, "revoking bumps the keys version");
-    assert!(store.revoke_api_key(&dev.public_key, ts(9_000)).await.expect("revoke again"));
-    let revoked = store.get_api_key(&dev.public_key).await.expect("get").expect("exists");
-    assert_eq!(revoked.revoked_at, Some(ts(5_000)), "the first revocation time is kept");
-    assert!(!store.revoke_api_key("pk_dev_unknown", ts(1)).await.expect("revoke unknown"));
-    assert!(store.get_api_key("pk_dev_unknown").await.expect("get").is_none());
+    assert!(
+        store
+            .revoke_api_key(&dev.public_key, ts(9_000))
+            .await
+            .expect("revoke again")
+    );
+    let revoked = store
+        .get_api_key(&dev.public_key)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        revoked.revoked_at,
+        Some(ts(5_000)),
+        "the first revocation time is kept"
+    );
+    assert!(
+        !store
+            .revoke_api_key("pk_dev_unknown", ts(1))
+            .await
+            .expect("revoke unknown")
+    );
+    assert!(
+        store
+            .get_api_key("pk_dev_unknown")
+            .await
+            .expect("get")
+            .is_none()
+    );
 }
 
 pub async fn catalog_upserts_keep_creation_time_and_bump_the_version(store: Arc<dyn Store>) {
     let v0 = store.change_versions().await.expect("versions");
-    let written = store.upsert_catalog(&[sku("sku-a", 10), sku("sku-b", 20)], ts(1_000)).await.expect("upsert");
+    let written = store
+        .upsert_catalog(&[sku("sku-a", 10), sku("sku-b", 20)], ts(1_000))
+        .await
+        .expect("upsert");
     assert_eq!(written, 2);
     let v1 = store.change_versions().await.expect("versions");
     assert!(v1.catalog > v0.catalog);
     let mut changed = sku("sku-a", 10);
     changed.name = "Telcel 10 (new)".into();
     changed.active = false;
-    store.upsert_catalog(&[changed.clone()], ts(2_000)).await.expect("update");
+    store
+        .upsert_catalog(&[changed.clone()], ts(2_000))
+        .await
+        .expect("update");
     let all = store.list_catalog().await.expect("list");
     assert_eq!(all.len(), 2);
     let a = all.iter().find(|e| e.id == "sku-a").expect("sku-a");
     assert_eq!((a.name.as_str(), a.active), ("Telcel 10 (new)", false));
-    assert_eq!((a.created_at, a.updated_at), (Some(ts(1_000)), Some(ts(2_000))));
+    assert_eq!(
+        (a.created_at, a.updated_at),
+        (Some(ts(1_000)), Some(ts(2_000)))
+    );
     let b = all.iter().find(|e| e.id == "sku-b").expect("sku-b");
     let mut expected = sku("sku-b", 20);
     expected.created_at = Some(ts(1_000));
     expected.updated_at = Some(ts(1_000));
-    assert_eq!(b, &expected, "records round-trip exactly, translations included");
+    assert_eq!(
+        b, &expected,
+        "records round-trip exactly, translations included"
+    );
     assert!(store.change_versions().await.expect("versions").catalog > v1.catalog);
 }
 
 fn demo(tag: &str) -> DemoBootstrap {
     let o = org(tag);
     DemoBootstrap {
-        keys: vec![key(&format!("pk_dev_{tag}00000000000000000000000000000000"), &o.id, Environment::Dev)],
+        keys: vec![key(
+            &format!("pk_dev_{tag}00000000000000000000000000000000"),
+            &o.id,
+            Environment::Dev,
+        )],
         credits: UsdMicros(1_000_000_000),
         credits_entry_id: format!("le_{tag}"),
         catalog: vec![sku("sku-demo", 10)],
@@ -271,11 +430,19 @@ pub async fn demo_bootstrap_happens_exactly_once_even_when_raced(store: Arc<dyn 
     }
     assert_eq!(winners.len(), 1, "exactly one process bootstraps");
     let winner = format!("org_demo{}", winners[0]);
-    assert_eq!(store.balance(&winner).await.expect("balance"), UsdMicros(1_000_000_000));
+    assert_eq!(
+        store.balance(&winner).await.expect("balance"),
+        UsdMicros(1_000_000_000)
+    );
     assert_eq!(store.list_api_keys().await.expect("keys").len(), 1);
     assert_eq!(store.list_catalog().await.expect("catalog").len(), 1);
     audit_ledger(&*store, &winner).await;
-    assert!(!store.bootstrap_if_empty(&demo("later")).await.expect("second bootstrap"));
+    assert!(
+        !store
+            .bootstrap_if_empty(&demo("later"))
+            .await
+            .expect("second bootstrap")
+    );
 }
 
 pub async fn the_issuer_key_is_chosen_once(store: Arc<dyn Store>) {
@@ -287,8 +454,18 @@ pub async fn the_issuer_key_is_chosen_once(store: Arc<dyn Store>) {
         public_jwk: "{\"kty\":\"OKP\"}".into(),
         created_at: ts(1),
     };
-    let second = IssuerKey { kid: "kid-2".into(), private_pkcs8: vec![9], ..first.clone() };
-    assert_eq!(store.ensure_issuer_key(&first).await.expect("ensure"), first);
-    assert_eq!(store.ensure_issuer_key(&second).await.expect("ensure"), first);
+    let second = IssuerKey {
+        kid: "kid-2".into(),
+        private_pkcs8: vec![9],
+        ..first.clone()
+    };
+    assert_eq!(
+        store.ensure_issuer_key(&first).await.expect("ensure"),
+        first
+    );
+    assert_eq!(
+        store.ensure_issuer_key(&second).await.expect("ensure"),
+        first
+    );
     assert_eq!(store.issuer_keys().await.expect("keys"), vec![first]);
 }

@@ -88,6 +88,18 @@ pub struct LedgerEntry {
     pub created_at: Timestamp,
 }
 
+/// A ledger entry about to be appended (the store computes `balance_after`).
+#[derive(Debug, Clone, Copy)]
+pub struct NewLedgerEntry<'a> {
+    pub id: &'a str,
+    pub org_id: &'a str,
+    pub kind: &'a str,
+    pub amount: UsdMicros,
+    pub note: Option<&'a str>,
+    pub purchase_id: Option<&'a str>,
+    pub at: Timestamp,
+}
+
 /// A signing key of the built-in development issuer.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IssuerKey {

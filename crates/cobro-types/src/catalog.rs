@@ -12,7 +12,9 @@ use utoipa::ToSchema;
 use crate::{MinorAmount, Timestamp};
 
 /// The upstream classification of a SKU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SkuCategory {
     Telepeaje,
@@ -96,7 +98,9 @@ impl Provider {
     }
 
     pub fn parse(s: &str) -> Option<Provider> {
-        [Provider::Tet, Provider::Chipi].into_iter().find(|p| p.as_str() == s)
+        [Provider::Tet, Provider::Chipi]
+            .into_iter()
+            .find(|p| p.as_str() == s)
     }
 }
 
@@ -242,9 +246,14 @@ mod tests {
     fn telefonica_is_read_as_telefonia_and_written_as_telefonia() {
         let c: Result<SkuCategory, _> = serde_json::from_str("\"TELEFONICA\"");
         assert_eq!(c.ok(), Some(SkuCategory::Telefonia));
-        assert_eq!(SkuCategory::parse("TELEFONICA"), Some(SkuCategory::Telefonia));
         assert_eq!(
-            serde_json::to_string(&SkuCategory::Telefonia).ok().as_deref(),
+            SkuCategory::parse("TELEFONICA"),
+            Some(SkuCategory::Telefonia)
+        );
+        assert_eq!(
+            serde_json::to_string(&SkuCategory::Telefonia)
+                .ok()
+                .as_deref(),
             Some("\"TELEFONIA\"")
         );
     }

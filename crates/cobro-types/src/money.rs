@@ -218,12 +218,18 @@ mod tests {
         assert_eq!(UsdMicros::parse_usd("1000"), Ok(UsdMicros(1_000_000_000)));
         assert_eq!(UsdMicros::parse_usd("0.000001"), Ok(UsdMicros(1)));
         assert_eq!(UsdMicros::parse_usd(".5"), Ok(UsdMicros(500_000)));
-        assert_eq!(UsdMicros::parse_usd("0.0000001"), Err(AmountError::TooPrecise(6)));
+        assert_eq!(
+            UsdMicros::parse_usd("0.0000001"),
+            Err(AmountError::TooPrecise(6))
+        );
         assert_eq!(UsdMicros::parse_usd("-1"), Err(AmountError::Negative));
         assert_eq!(UsdMicros::parse_usd("1e3"), Err(AmountError::NotANumber));
         assert_eq!(UsdMicros::parse_usd("1."), Err(AmountError::NotANumber));
         assert_eq!(UsdMicros::parse_usd(""), Err(AmountError::NotANumber));
-        assert_eq!(UsdMicros::parse_usd("99999999999999999999"), Err(AmountError::Overflow));
+        assert_eq!(
+            UsdMicros::parse_usd("99999999999999999999"),
+            Err(AmountError::Overflow)
+        );
         assert_eq!(MinorAmount::parse_major("99.5"), Ok(MinorAmount(9950)));
     }
 
@@ -231,16 +237,36 @@ mod tests {
     fn floats_convert_when_they_have_at_most_the_allowed_decimals() {
         assert_eq!(MinorAmount::from_major_f64(10.1), Ok(MinorAmount(1010)));
         assert_eq!(MinorAmount::from_major_f64(0.29), Ok(MinorAmount(29)));
-        assert_eq!(MinorAmount::from_major_f64(10.105), Err(AmountError::TooPrecise(2)));
-        assert_eq!(MinorAmount::from_major_f64(-1.0), Err(AmountError::Negative));
-        assert_eq!(MinorAmount::from_major_f64(f64::NAN), Err(AmountError::NotANumber));
+        assert_eq!(
+            MinorAmount::from_major_f64(10.105),
+            Err(AmountError::TooPrecise(2))
+        );
+        assert_eq!(
+            MinorAmount::from_major_f64(-1.0),
+            Err(AmountError::Negative)
+        );
+        assert_eq!(
+            MinorAmount::from_major_f64(f64::NAN),
+            Err(AmountError::NotANumber)
+        );
     }
 
     #[test]
     fn json_numbers_are_integers_when_whole() {
-        assert_eq!(serde_json::to_string(&MinorAmount(1000)).ok().as_deref(), Some("10"));
-        assert_eq!(serde_json::to_string(&MinorAmount(9950)).ok().as_deref(), Some("99.5"));
-        assert_eq!(serde_json::to_string(&UsdMicros(11_760_000)).ok().as_deref(), Some("11.76"));
+        assert_eq!(
+            serde_json::to_string(&MinorAmount(1000)).ok().as_deref(),
+            Some("10")
+        );
+        assert_eq!(
+            serde_json::to_string(&MinorAmount(9950)).ok().as_deref(),
+            Some("99.5")
+        );
+        assert_eq!(
+            serde_json::to_string(&UsdMicros(11_760_000))
+                .ok()
+                .as_deref(),
+            Some("11.76")
+        );
         assert_eq!(UsdMicros(11_760_000).to_usd_string(), "11.76");
         assert_eq!(UsdMicros(-5).to_usd_string(), "-0.000005");
         let back: MinorAmount = serde_json::from_str("99.5").unwrap_or_default();

@@ -28,7 +28,10 @@ pub struct BuiltinIssuer {
 
 impl std::fmt::Debug for BuiltinIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BuiltinIssuer").field("kid", &self.kid).field("issuer", &self.issuer).finish()
+        f.debug_struct("BuiltinIssuer")
+            .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
+            .finish()
     }
 }
 
@@ -53,7 +56,10 @@ pub fn generate_issuer_key() -> Result<IssuerKey, StoreError> {
         .map_err(|_| StoreError::Rejected("could not generate an Ed25519 key".into()))?;
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
         .map_err(|e| StoreError::Corrupt(format!("generated key rejected: {e}")))?;
-    let kid = format!("cobro-{}", cobro_domain::keys::random_base62(16).map_err(|e| StoreError::Rejected(e.to_string()))?);
+    let kid = format!(
+        "cobro-{}",
+        cobro_domain::keys::random_base62(16).map_err(|e| StoreError::Rejected(e.to_string()))?
+    );
     let jwk = serde_json::json!({
         "kty": "OKP",
         "crv": "Ed25519",
@@ -73,19 +79,30 @@ pub fn generate_issuer_key() -> Result<IssuerKey, StoreError> {
 
 impl BuiltinIssuer {
     /// Loads the issuer key from the store, creating it on first use.
-    pub async fn load_or_create(store: &dyn Store, issuer: &str) -> Result<BuiltinIssuer, StoreError> {
+    pub async fn load_or_create(
+        store: &dyn Store,
+        issuer: &str,
+    ) -> Result<BuiltinIssuer, StoreError> {
         let mut keys = store.issuer_keys().await?;
         if keys.is_empty() {
             let in_force = store.ensure_issuer_key(&generate_issuer_key()?).await?;
             keys = vec![in_force];
         }
-        let current = keys.first().ok_or_else(|| StoreError::Corrupt("no issuer key".into()))?;
+        let current = keys
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("no issuer key".into()))?;
         if current.alg != "EdDSA" {
-            return Err(StoreError::Corrupt(format!("issuer key algorithm {}", current.alg)));
+            return Err(StoreError::Corrupt(format!(
+                "issuer key algorithm {}",
+                current.alg
+            )));
         }
         let public_jwks = keys
             .iter()
-            .map(|k| serde_json::from_str(&k.public_jwk).map_err(|e| StoreError::Corrupt(format!("issuer JWK: {e}"))))
+            .map(|k| {
+                serde_json::from_str(&k.public_jwk)
+                    .map_err(|e| StoreError::Corrupt(format!("issuer JWK: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(BuiltinIssuer {
             kid: current.kid.clone(),
@@ -107,12 +124,24 @@ impl BuiltinIssuer {
 
     /// Mints a customer JWT for `sub`, valid for organisation `org_id` for `ttl_secs`.
     /// Returns the token and its expiry (Unix seconds).
-    pub fn mint(&self, sub: &str, org_id: &str, ttl_secs: i64) -> Result<(String, i64), jsonwebtoken::errors::Error> {
+    pub fn mint(
+        &self,
+        sub: &str,
+        org_id: &str,
+        ttl_secs: i64,
+    ) -> Result<(String, i64), jsonwebtoken::errors::Error> {
         let now = Timestamp::now().unix_millis() / 1000;
         let exp = now + ttl_secs;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        let claims = MintedClaims { sub, iss: &self.issuer, aud: org_id, iat: now, nbf: now, exp };
+        let claims = MintedClaims {
+            sub,
+            iss: &self.issuer,
+            aud: org_id,
+            iat: now,
+            nbf: now,
+            exp,
+        };
         Ok((jsonwebtoken::encode(&header, &claims, &self.encoding)?, exp))
     }
 }

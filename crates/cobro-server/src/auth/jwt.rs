@@ -30,10 +30,7 @@ use jsonwebtoken::{
 };
 use serde::Deserialize;
 
-use crate::{
-    error::ApiError,
-    telemetry::Metrics,
-};
+use crate::{error::ApiError, telemetry::Metrics};
 
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1 << 20;
@@ -75,7 +72,9 @@ pub struct KeySet {
 
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeySet").field("kids", &self.by_kid.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("KeySet")
+            .field("kids", &self.by_kid.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -89,16 +88,26 @@ impl KeySet {
             }
             if !matches!(
                 jwk.algorithm,
-                AlgorithmParameters::RSA(_) | AlgorithmParameters::EllipticCurve(_) | AlgorithmParameters::OctetKeyPair(_)
+                AlgorithmParameters::RSA(_)
+                    | AlgorithmParameters::EllipticCurve(_)
+                    | AlgorithmParameters::OctetKeyPair(_)
             ) {
                 continue; // symmetric or unknown key types are never trusted
             }
-            let Ok(key) = DecodingKey::from_jwk(jwk) else { continue };
-            let alg = jwk.common.key_algorithm.and_then(|a| Algorithm::try_from(a).ok());
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            let alg = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| Algorithm::try_from(a).ok());
             keys.push((jwk.common.key_id.clone(), VerifyKey { key, alg }));
         }
         let only = (keys.len() == 1).then(|| keys[0].1.clone());
-        let by_kid = keys.into_iter().filter_map(|(kid, k)| kid.map(|kid| (kid, k))).collect();
+        let by_kid = keys
+            .into_iter()
+            .filter_map(|(kid, k)| kid.map(|kid| (kid, k)))
+            .collect();
         KeySet { by_kid, only }
     }
 
@@ -128,7 +137,9 @@ pub struct JwtVerifier {
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtVerifier").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("JwtVerifier")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,29 +161,53 @@ struct RawHeader {
 
 /// Reads the JOSE header without trusting anything in it.
 fn read_header(token: &str) -> Result<RawHeader, ApiError> {
-    let malformed = || ApiError::new(ErrorCode::MalformedToken, "The bearer token is not a well-formed JWT.");
+    let malformed = || {
+        ApiError::new(
+            ErrorCode::MalformedToken,
+            "The bearer token is not a well-formed JWT.",
+        )
+    };
     let mut parts = token.split('.');
-    let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(malformed());
     };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h.trim_end_matches('=')).map_err(|_| malformed())?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(h.trim_end_matches('='))
+        .map_err(|_| malformed())?;
     serde_json::from_slice(&bytes).map_err(|_| malformed())
 }
 
 impl JwtVerifier {
-    pub fn new(settings: JwtSettings, builtin_jwks: &serde_json::Value, metrics: Arc<Metrics>) -> Result<JwtVerifier, String> {
+    pub fn new(
+        settings: JwtSettings,
+        builtin_jwks: &serde_json::Value,
+        metrics: Arc<Metrics>,
+    ) -> Result<JwtVerifier, String> {
         let http = reqwest::Client::builder()
             .timeout(settings.fetch_timeout)
             .connect_timeout(settings.fetch_timeout)
             .user_agent(concat!("cobro/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
-        let set: JwkSet = serde_json::from_value(builtin_jwks.clone()).map_err(|e| format!("built-in JWKS: {e}"))?;
-        Ok(JwtVerifier { builtin: KeySet::from_jwks(&set), settings, http, remote: Mutex::new(HashMap::new()), metrics })
+        let set: JwkSet = serde_json::from_value(builtin_jwks.clone())
+            .map_err(|e| format!("built-in JWKS: {e}"))?;
+        Ok(JwtVerifier {
+            builtin: KeySet::from_jwks(&set),
+            settings,
+            http,
+            remote: Mutex::new(HashMap::new()),
+            metrics,
+        })
     }
 
     /// Verifies `token` for `key` and returns its claims.
-    pub async fn verify(&self, token: &str, key: &ApiKeyRecord) -> Result<CustomerClaims, ApiError> {
+    pub async fn verify(
+        &self,
+        token: &str,
+        key: &ApiKeyRecord,
+    ) -> Result<CustomerClaims, ApiError> {
         let header = read_header(token)?;
         let alg_name = header.alg.unwrap_or_default();
         let alg = accepted_algorithm(&alg_name).ok_or_else(|| {
@@ -185,9 +220,17 @@ impl JwtVerifier {
         let (vk, iss, aud) = match &key.jwks_url {
             None => {
                 let vk = self.builtin.find(kid).ok_or_else(unknown_kid)?;
-                (vk, Some(self.settings.builtin_issuer.clone()), Some(key.org_id.clone()))
+                (
+                    vk,
+                    Some(self.settings.builtin_issuer.clone()),
+                    Some(key.org_id.clone()),
+                )
             }
-            Some(url) => (self.remote_key(url, kid).await?, key.issuer.clone(), key.audience.clone()),
+            Some(url) => (
+                self.remote_key(url, kid).await?,
+                key.issuer.clone(),
+                key.audience.clone(),
+            ),
         };
         if vk.alg.is_some_and(|a| a != alg) {
             return Err(ApiError::new(
@@ -213,10 +256,14 @@ impl JwtVerifier {
             }
             None => validation.validate_aud = false,
         }
-        let data = jsonwebtoken::decode::<SubClaim>(token, &vk.key, &validation).map_err(map_jwt_error)?;
+        let data =
+            jsonwebtoken::decode::<SubClaim>(token, &vk.key, &validation).map_err(map_jwt_error)?;
         match data.claims.sub {
             Some(sub) if !sub.is_empty() && sub.len() <= 255 => Ok(CustomerClaims { sub }),
-            _ => Err(ApiError::new(ErrorCode::MissingTokenClaim, "The JWT has no usable 'sub' claim.")),
+            _ => Err(ApiError::new(
+                ErrorCode::MissingTokenClaim,
+                "The JWT has no usable 'sub' claim.",
+            )),
         }
     }
 
@@ -289,7 +336,10 @@ impl JwtVerifier {
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
-        if resp.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
             return Err("JWKS too large".into());
         }
         let body = resp.bytes().await.map_err(|e| e.to_string())?;
@@ -301,24 +351,52 @@ impl JwtVerifier {
 }
 
 fn unknown_kid() -> ApiError {
-    ApiError::new(ErrorCode::UnknownSigningKey, "The JWT's signing key (kid) is not in the JWKS registered for this API key.")
+    ApiError::new(
+        ErrorCode::UnknownSigningKey,
+        "The JWT's signing key (kid) is not in the JWKS registered for this API key.",
+    )
 }
 
 fn map_jwt_error(e: jsonwebtoken::errors::Error) -> ApiError {
     let (code, message) = match e.kind() {
         ErrorKind::ExpiredSignature => (ErrorCode::TokenExpired, "The JWT has expired."),
-        ErrorKind::ImmatureSignature => (ErrorCode::TokenNotYetValid, "The JWT is not valid yet (nbf)."),
-        ErrorKind::InvalidIssuer => (ErrorCode::InvalidTokenIssuer, "The JWT's issuer (iss) is not the one configured for this API key."),
-        ErrorKind::InvalidAudience => (ErrorCode::InvalidTokenAudience, "The JWT's audience (aud) is not the one configured for this API key."),
-        ErrorKind::InvalidSignature => (ErrorCode::InvalidTokenSignature, "The JWT's signature does not verify."),
-        ErrorKind::MissingRequiredClaim(_) => (ErrorCode::MissingTokenClaim, "The JWT lacks a required claim (exp, sub, iss or aud)."),
-        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm | ErrorKind::UnsupportedAlgorithm => {
-            (ErrorCode::UnsupportedTokenAlgorithm, "The JWT's algorithm does not match its signing key.")
-        }
-        ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidEddsaKey | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => {
-            (ErrorCode::InvalidTokenSignature, "The JWT cannot be verified with its signing key.")
-        }
-        _ => (ErrorCode::MalformedToken, "The bearer token is not a well-formed JWT."),
+        ErrorKind::ImmatureSignature => (
+            ErrorCode::TokenNotYetValid,
+            "The JWT is not valid yet (nbf).",
+        ),
+        ErrorKind::InvalidIssuer => (
+            ErrorCode::InvalidTokenIssuer,
+            "The JWT's issuer (iss) is not the one configured for this API key.",
+        ),
+        ErrorKind::InvalidAudience => (
+            ErrorCode::InvalidTokenAudience,
+            "The JWT's audience (aud) is not the one configured for this API key.",
+        ),
+        ErrorKind::InvalidSignature => (
+            ErrorCode::InvalidTokenSignature,
+            "The JWT's signature does not verify.",
+        ),
+        ErrorKind::MissingRequiredClaim(_) => (
+            ErrorCode::MissingTokenClaim,
+            "The JWT lacks a required claim (exp, sub, iss or aud).",
+        ),
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::UnsupportedAlgorithm => (
+            ErrorCode::UnsupportedTokenAlgorithm,
+            "The JWT's algorithm does not match its signing key.",
+        ),
+        ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat => (
+            ErrorCode::InvalidTokenSignature,
+            "The JWT cannot be verified with its signing key.",
+        ),
+        _ => (
+            ErrorCode::MalformedToken,
+            "The bearer token is not a well-formed JWT.",
+        ),
     };
     ApiError::new(code, message)
 }

@@ -30,7 +30,8 @@ struct Snapshot {
 impl Snapshot {
     fn insert(&mut self, key: ApiKeyRecord) {
         let key = Arc::new(key);
-        self.by_secret_hash.insert(key.secret_hash.clone(), key.clone());
+        self.by_secret_hash
+            .insert(key.secret_hash.clone(), key.clone());
         self.by_public.insert(key.public_key.clone(), key);
     }
 }
@@ -71,12 +72,18 @@ impl KeyRing {
     }
 
     /// The key with this public key, from the snapshot or (on a miss) from the store.
-    pub async fn by_public_key(&self, store: &dyn Store, public_key: &str) -> StoreResult<Option<Arc<ApiKeyRecord>>> {
+    pub async fn by_public_key(
+        &self,
+        store: &dyn Store,
+        public_key: &str,
+    ) -> StoreResult<Option<Arc<ApiKeyRecord>>> {
         if let Some(k) = self.current().by_public.get(public_key) {
             return Ok(Some(k.clone()));
         }
         if let Ok(unknown) = self.unknown.lock()
-            && unknown.get(public_key).is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
+            && unknown
+                .get(public_key)
+                .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
         {
             return Ok(None);
         }
@@ -88,8 +95,10 @@ impl KeyRing {
                         by_public: guard.by_public.clone(),
                         by_secret_hash: guard.by_secret_hash.clone(),
                     };
-                    snap.by_secret_hash.insert(record.secret_hash.clone(), record.clone());
-                    snap.by_public.insert(record.public_key.clone(), record.clone());
+                    snap.by_secret_hash
+                        .insert(record.secret_hash.clone(), record.clone());
+                    snap.by_public
+                        .insert(record.public_key.clone(), record.clone());
                     *guard = Arc::new(snap);
                 }
                 Ok(Some(record))

@@ -72,7 +72,10 @@ macro_rules! caller_extractor {
         impl FromRequestParts<AppState> for $t {
             type Rejection = ApiError;
 
-            async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+            async fn from_request_parts(
+                parts: &mut Parts,
+                app: &AppState,
+            ) -> Result<Self, ApiError> {
                 match authenticate(parts, app, $accept).await {
                     Ok(c) => Ok($t(c)),
                     Err(e) => {
@@ -89,20 +92,41 @@ caller_extractor!(CustomerCaller, Accept::JwtOnly);
 caller_extractor!(OrgCaller, Accept::SecretOnly);
 
 fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    parts
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 async fn authenticate(parts: &Parts, app: &AppState, accept: Accept) -> Result<Caller, ApiError> {
     let public_key = header(parts, "x-api-key")
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| ApiError::new(ErrorCode::MissingApiKey, "Send your public key in the x-api-key header."))?;
-    let invalid_key = || ApiError::new(ErrorCode::InvalidApiKey, "The x-api-key is not a valid public key.");
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MissingApiKey,
+                "Send your public key in the x-api-key header.",
+            )
+        })?;
+    let invalid_key = || {
+        ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "The x-api-key is not a valid public key.",
+        )
+    };
     if cobro_domain::keys::parse_public_key(public_key).is_none() {
         return Err(invalid_key());
     }
-    let key = app.keys.by_public_key(app.store.as_ref(), public_key).await?.ok_or_else(invalid_key)?;
+    let key = app
+        .keys
+        .by_public_key(app.store.as_ref(), public_key)
+        .await?
+        .ok_or_else(invalid_key)?;
     if key.revoked_at.is_some() {
-        return Err(ApiError::new(ErrorCode::ApiKeyRevoked, "This API key has been revoked."));
+        return Err(ApiError::new(
+            ErrorCode::ApiKeyRevoked,
+            "This API key has been revoked.",
+        ));
     }
 
     let bearer = header(parts, "authorization")
@@ -117,7 +141,10 @@ async fn authenticate(parts: &Parts, app: &AppState, accept: Accept) -> Result<C
                 Accept::SecretOnly => "your secret key",
                 Accept::JwtOrSecret => "a customer JWT or your secret key",
             };
-            ApiError::new(ErrorCode::MissingAuthorization, format!("Send {what} in the Authorization: Bearer header."))
+            ApiError::new(
+                ErrorCode::MissingAuthorization,
+                format!("Send {what} in the Authorization: Bearer header."),
+            )
         })?;
 
     if bearer.starts_with("sk_") {
@@ -128,7 +155,10 @@ async fn authenticate(parts: &Parts, app: &AppState, accept: Accept) -> Result<C
             ));
         }
         check_secret(app, &key, bearer)?;
-        return Ok(Caller { key, principal: Principal::SecretKey });
+        return Ok(Caller {
+            key,
+            principal: Principal::SecretKey,
+        });
     }
     if accept == Accept::SecretOnly {
         return Err(ApiError::new(
@@ -137,7 +167,10 @@ async fn authenticate(parts: &Parts, app: &AppState, accept: Accept) -> Result<C
         ));
     }
     let claims = app.jwt.verify(bearer, &key).await?;
-    Ok(Caller { key, principal: Principal::Customer { sub: claims.sub } })
+    Ok(Caller {
+        key,
+        principal: Principal::Customer { sub: claims.sub },
+    })
 }
 
 /// Accepts the secret key of any live key pair of the same organisation and environment.
@@ -160,7 +193,9 @@ fn check_secret(app: &AppState, key: &ApiKeyRecord, secret: &str) -> Result<(), 
     }
     match app.keys.by_secret_hash(&hash) {
         Some(other)
-            if other.org_id == key.org_id && other.environment == key.environment && other.revoked_at.is_none() =>
+            if other.org_id == key.org_id
+                && other.environment == key.environment
+                && other.revoked_at.is_none() =>
         {
             Ok(())
         }

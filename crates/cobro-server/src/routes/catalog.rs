@@ -83,12 +83,20 @@ pub async fn get_sku(
     let mut locale = Locale::default();
     for (k, v) in query_pairs(raw.as_deref())? {
         if k == "locale" && !v.is_empty() {
-            locale = Locale::parse(&v)
-                .ok_or_else(|| ApiError::param(ErrorCode::InvalidParameter, "locale", "Invalid value for 'locale': must be one of en, es."))?;
+            locale = Locale::parse(&v).ok_or_else(|| {
+                ApiError::param(
+                    ErrorCode::InvalidParameter,
+                    "locale",
+                    "Invalid value for 'locale': must be one of en, es.",
+                )
+            })?;
         }
     }
-    app.catalog()
-        .get(&id, locale)
-        .map(Json)
-        .ok_or_else(|| ApiError::param(ErrorCode::SkuNotFound, "id", format!("No SKU with id '{id}'.")))
+    app.catalog().get(&id, locale).map(Json).ok_or_else(|| {
+        ApiError::param(
+            ErrorCode::SkuNotFound,
+            "id",
+            format!("No SKU with id '{id}'."),
+        )
+    })
 }

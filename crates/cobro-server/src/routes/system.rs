@@ -34,7 +34,10 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Valu
             "catalogSkus": app.catalog().len(),
         }))),
         Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(ApiError::new(ErrorCode::ServiceUnavailable, "The database did not answer in time.")),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "The database did not answer in time.",
+        )),
     }
 }
 
@@ -52,7 +55,10 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations", responses((status = 200, description = "JWKS")))]
 pub async fn jwks(State(app): State<AppState>) -> Response {
     let mut resp = Json(app.issuer.jwks()).into_response();
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     resp
 }
 
@@ -63,5 +69,8 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 
 /// Any path no route matches.
 pub async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::RouteNotFound, "No such route; see /openapi.json for the API.")
+    ApiError::new(
+        ErrorCode::RouteNotFound,
+        "No such route; see /openapi.json for the API.",
+    )
 }

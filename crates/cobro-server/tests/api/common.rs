@@ -60,7 +60,10 @@ impl Drop for TestApp {
         if let Some(db) = self.pg.take() {
             // Dropping runs inside the test's runtime; use a thread with its own runtime.
             let _ = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     rt.block_on(db.drop_database());
                 }
             })
@@ -71,8 +74,10 @@ impl Drop for TestApp {
 
 /// Starts a server whose configuration `tune` may adjust (fast refresh intervals are preset).
 pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".into();
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
     config.auth.refresh_interval_ms = 100;
     config.auth.jwks_min_refresh_interval_ms = 300;
     config.demo.bootstrap = false;
@@ -88,15 +93,47 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         }
     };
     tune(&mut config);
-    let store = cobro_server::store::open(&config.database).await.expect("open store");
+    let store = cobro_server::store::open(&config.database)
+        .await
+        .expect("open store");
     // The demo catalog, through the same import path operators use.
-    admin::import_catalog(store.as_ref(), cobro_server::bootstrap::DEMO_CATALOG).await.expect("import catalog");
-    let org = admin::create_org(store.as_ref(), "Test org").await.expect("org");
-    let dev = admin::create_key(store.as_ref(), &org.id, Environment::Dev, &KeyOptions::default()).await.expect("dev key");
-    let prod = admin::create_key(store.as_ref(), &org.id, Environment::Prod, &KeyOptions::default()).await.expect("prod key");
-    let server = cobro_server::start(config.clone(), store.clone()).await.expect("server starts");
+    admin::import_catalog(store.as_ref(), cobro_server::bootstrap::DEMO_CATALOG)
+        .await
+        .expect("import catalog");
+    let org = admin::create_org(store.as_ref(), "Test org")
+        .await
+        .expect("org");
+    let dev = admin::create_key(
+        store.as_ref(),
+        &org.id,
+        Environment::Dev,
+        &KeyOptions::default(),
+    )
+    .await
+    .expect("dev key");
+    let prod = admin::create_key(
+        store.as_ref(),
+        &org.id,
+        Environment::Prod,
+        &KeyOptions::default(),
+    )
+    .await
+    .expect("prod key");
+    let server = cobro_server::start(config.clone(), store.clone())
+        .await
+        .expect("server starts");
     let url = server.url();
-    TestApp { server: Some(server), url, store, org_id: org.id, dev, prod, config, _dir: dir, pg }
+    TestApp {
+        server: Some(server),
+        url,
+        store,
+        org_id: org.id,
+        dev,
+        prod,
+        config,
+        _dir: dir,
+        pg,
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -111,12 +148,24 @@ impl TestApp {
 
     /// A customer JWT for `key` from the built-in issuer, valid one hour.
     pub async fn token(&self, key: &ApiKeyCreated, sub: &str) -> String {
-        admin::mint_token(self.store.as_ref(), &self.config, &key.public_key, sub, 3600).await.expect("mint").token
+        admin::mint_token(
+            self.store.as_ref(),
+            &self.config,
+            &key.public_key,
+            sub,
+            3600,
+        )
+        .await
+        .expect("mint")
+        .token
     }
 
     /// An SDK client with this key and bearer.
     pub fn client(&self, key: &str, bearer: &str) -> cobro_sdk::Client {
-        cobro_sdk::Client::new(&self.url).expect("client").with_api_key(key).with_bearer(bearer)
+        cobro_sdk::Client::new(&self.url)
+            .expect("client")
+            .with_api_key(key)
+            .with_bearer(bearer)
     }
 
     /// A client for the dev key with a valid customer JWT.
@@ -127,7 +176,9 @@ impl TestApp {
 
     /// Creates another key pair of this organisation.
     pub async fn create_key(&self, env: Environment, opts: KeyOptions) -> ApiKeyCreated {
-        admin::create_key(self.store.as_ref(), &self.org_id, env, &opts).await.expect("create key")
+        admin::create_key(self.store.as_ref(), &self.org_id, env, &opts)
+            .await
+            .expect("create key")
     }
 
     pub async fn stop(mut self) {
@@ -167,12 +218,26 @@ fn rsa_key() -> &'static Vec<u8> {
 impl Signer {
     pub fn new(alg: Alg, kid: &str) -> Signer {
         let rng = SystemRandom::new();
-        let mut s = Signer { alg, kid: kid.to_string(), rsa: None, ec: None, ed: None };
+        let mut s = Signer {
+            alg,
+            kid: kid.to_string(),
+            rsa: None,
+            ec: None,
+            ed: None,
+        };
         match alg {
             Alg::Rs256 => s.rsa = Some(RsaKeyPair::from_pkcs8(rsa_key()).expect("rsa")),
             Alg::Es256 => {
-                let doc = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("ec keygen");
-                s.ec = Some(EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).expect("ec"));
+                let doc =
+                    EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                        .expect("ec keygen");
+                s.ec = Some(
+                    EcdsaKeyPair::from_pkcs8(
+                        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                        doc.as_ref(),
+                    )
+                    .expect("ec"),
+                );
             }
             Alg::EdDsa => {
                 let doc = Ed25519KeyPair::generate_pkcs8(&rng).expect("ed keygen");
@@ -214,7 +279,13 @@ impl Signer {
     /// Raw RSA public key bytes (what an attacker would HMAC with).
     pub fn public_bytes(&self) -> Vec<u8> {
         match self.alg {
-            Alg::Rs256 => self.rsa.as_ref().expect("rsa").public_key().as_ref().to_vec(),
+            Alg::Rs256 => self
+                .rsa
+                .as_ref()
+                .expect("rsa")
+                .public_key()
+                .as_ref()
+                .to_vec(),
             Alg::Es256 => self.ec.as_ref().expect("ec").public_key().as_ref().to_vec(),
             Alg::EdDsa => self.ed.as_ref().expect("ed").public_key().as_ref().to_vec(),
         }
@@ -222,23 +293,49 @@ impl Signer {
 
     /// Signs `claims` with this key under an arbitrary header.
     pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
-        let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
         let sig = match self.alg {
             Alg::Rs256 => {
                 let pair = self.rsa.as_ref().expect("rsa");
                 let mut sig = vec![0; pair.public_modulus_len()];
-                pair.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut sig).expect("sign");
+                pair.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    input.as_bytes(),
+                    &mut sig,
+                )
+                .expect("sign");
                 sig
             }
-            Alg::Es256 => self.ec.as_ref().expect("ec").sign(&SystemRandom::new(), input.as_bytes()).expect("sign").as_ref().to_vec(),
-            Alg::EdDsa => self.ed.as_ref().expect("ed").sign(input.as_bytes()).as_ref().to_vec(),
+            Alg::Es256 => self
+                .ec
+                .as_ref()
+                .expect("ec")
+                .sign(&SystemRandom::new(), input.as_bytes())
+                .expect("sign")
+                .as_ref()
+                .to_vec(),
+            Alg::EdDsa => self
+                .ed
+                .as_ref()
+                .expect("ed")
+                .sign(input.as_bytes())
+                .as_ref()
+                .to_vec(),
         };
         format!("{input}.{}", b64(&sig))
     }
 
     /// Signs `claims` with the standard header for this key.
     pub fn sign(&self, claims: &Value) -> String {
-        self.sign_with_header(&json!({"alg": self.alg_name(), "typ": "JWT", "kid": self.kid}), claims)
+        self.sign_with_header(
+            &json!({"alg": self.alg_name(), "typ": "JWT", "kid": self.kid}),
+            claims,
+        )
     }
 }
 
@@ -266,18 +363,28 @@ impl JwksServer {
     pub async fn start(keys: Vec<Value>) -> JwksServer {
         let keys = Arc::new(Mutex::new(keys));
         let hits = Arc::new(AtomicUsize::new(0));
-        async fn serve(State((keys, hits)): State<(Arc<Mutex<Vec<Value>>>, Arc<AtomicUsize>)>) -> Json<Value> {
+        type Shared = (Arc<Mutex<Vec<Value>>>, Arc<AtomicUsize>);
+        async fn serve(State((keys, hits)): State<Shared>) -> Json<Value> {
             hits.fetch_add(1, Ordering::SeqCst);
             let keys = keys.lock().expect("lock").clone();
             Json(json!({ "keys": keys }))
         }
-        let router = Router::new().route("/jwks.json", get(serve)).with_state((keys.clone(), hits.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let router = Router::new()
+            .route("/jwks.json", get(serve))
+            .with_state((keys.clone(), hits.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        JwksServer { addr, keys, hits, task }
+        JwksServer {
+            addr,
+            keys,
+            hits,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -295,7 +402,9 @@ impl JwksServer {
 
 /// Serves `router` on 127.0.0.1:0 and returns its base URL (the task ends with the test).
 pub async fn serve_router(router: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
@@ -305,11 +414,23 @@ pub async fn serve_router(router: Router) -> String {
 
 /// Asserts that `result` is an API error with this status and code.
 #[track_caller]
-pub fn assert_api_error<T: std::fmt::Debug>(result: Result<T, cobro_sdk::Error>, status: u16, code: &str) {
+pub fn assert_api_error<T: std::fmt::Debug>(
+    result: Result<T, cobro_sdk::Error>,
+    status: u16,
+    code: &str,
+) {
     match result {
-        Err(cobro_sdk::Error::Api { status: s, code: c, request_id, .. }) => {
+        Err(cobro_sdk::Error::Api {
+            status: s,
+            code: c,
+            request_id,
+            ..
+        }) => {
             assert_eq!((s, c.as_str()), (status, code));
-            assert!(request_id.is_some_and(|r| !r.is_empty()), "error bodies carry the request id");
+            assert!(
+                request_id.is_some_and(|r| !r.is_empty()),
+                "error bodies carry the request id"
+            );
         }
         other => panic!("expected {status} {code}, got {other:?}"),
     }
