@@ -232,6 +232,12 @@ async fn admin(config: Config, args: AdminArgs) -> anyhow::Result<()> {
             audience,
         }) => {
             let env = Environment::parse(&env).context("--env must be dev or prod")?;
+            if jwks_url.is_some() && issuer.is_none() && audience.is_none() {
+                eprintln!(
+                    "warning: neither --issuer nor --audience is set, so any token signed by a key in that \
+                     JWKS is accepted; with a JWKS shared by many tenants, set at least one"
+                );
+            }
             let key = admin::create_key(
                 store,
                 &org,

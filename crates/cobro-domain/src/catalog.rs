@@ -24,6 +24,8 @@ use crate::ParamError;
 pub const MAX_LIMIT: u64 = 100;
 /// Page size when none is asked for.
 pub const DEFAULT_LIMIT: u64 = 10;
+/// Largest accepted `page` and `offset` (far beyond any catalog; keeps the arithmetic exact).
+pub const MAX_POSITION: u64 = 1_000_000_000;
 
 /// The languages the catalog has texts in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,12 +73,19 @@ pub struct CatalogQuery {
 }
 
 fn parse_u64(param: &str, value: &str) -> Result<u64, ParamError> {
-    value.parse::<u64>().map_err(|_| {
+    let n = value.parse::<u64>().map_err(|_| {
         ParamError::new(
             param,
             format!("must be a non-negative integer, got {value:?}"),
         )
-    })
+    })?;
+    if n > MAX_POSITION {
+        return Err(ParamError::new(
+            param,
+            format!("must be at most {MAX_POSITION}"),
+        ));
+    }
+    Ok(n)
 }
 
 fn one_of(values: &[&str]) -> String {
@@ -485,6 +494,20 @@ mod tests {
             );
         }
         assert!(query(&[("limit", "100"), ("limit", "1")]).is_err());
+        for (k, v) in [
+            ("offset", "18446744073709551615"),
+            ("page", "18446744073709551615"),
+            ("page", "1000000001"),
+        ] {
+            assert_eq!(
+                query(&[(k, v)]).map_err(|e| e.param),
+                Err(k.to_string()),
+                "{k}={v}"
+            );
+        }
+        let far = Catalog::new([])
+            .list(&query(&[("page", "1000000000"), ("limit", "100")]).expect("in range"));
+        assert_eq!((far.page, far.data.len()), (1_000_000_000, 0));
         assert!(
             query(&[
                 ("__chipi_api_version", "2025-12-30"),

@@ -117,6 +117,9 @@ pub async fn revoke_key(store: &dyn Store, public_key: &str) -> Result<(), Admin
     }
 }
 
+/// Largest single top-up, far above any real one; keeps balances far from `i64` overflow.
+pub const MAX_TOP_UP_USD: &str = "1000000000";
+
 /// Adds credits (a positive USD decimal string) to an organisation; returns the new balance.
 pub async fn add_credits(
     store: &dyn Store,
@@ -128,6 +131,11 @@ pub async fn add_credits(
         .map_err(|e| AdminError::Invalid(format!("--usd {usd:?}: {e}")))?;
     if amount.0 == 0 {
         return Err(AdminError::Invalid("--usd must be greater than 0".into()));
+    }
+    if amount > UsdMicros::parse_usd(MAX_TOP_UP_USD).unwrap_or_default() {
+        return Err(AdminError::Invalid(format!(
+            "one top-up is at most {MAX_TOP_UP_USD} USD"
+        )));
     }
     let entry_id = keys::new_id("le").map_err(random)?;
     let entry = match store
@@ -200,7 +208,11 @@ pub async fn mint_token(
     }
     let issuer = BuiltinIssuer::load_or_create(store, &config.auth.builtin_issuer).await?;
     let (token, expires_at) = issuer
-        .mint(sub, &key.org_id, ttl_secs)
+        .mint(
+            sub,
+            &crate::auth::issuer::audience(&key.org_id, key.environment),
+            ttl_secs,
+        )
         .map_err(|e| AdminError::Invalid(format!("signing failed: {e}")))?;
     Ok(TokenIssued { token, expires_at })
 }

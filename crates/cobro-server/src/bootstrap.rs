@@ -62,7 +62,11 @@ pub async fn bootstrap_demo(
     }
     let issuer = BuiltinIssuer::load_or_create(store, &config.auth.builtin_issuer).await?;
     let (dev_token, _) = issuer
-        .mint(DEMO_CUSTOMER, &org.id, 24 * 3600)
+        .mint(
+            DEMO_CUSTOMER,
+            &crate::auth::issuer::audience(&org.id, Environment::Dev),
+            24 * 3600,
+        )
         .map_err(|e| AdminError::Invalid(format!("signing failed: {e}")))?;
     Ok(Some(DemoSetup {
         org_id: org.id,

@@ -46,23 +46,41 @@ impl std::fmt::Debug for DatabaseConfig {
     }
 }
 
-/// A database URL with any password replaced, for logs.
+/// A database URL with any password replaced, for logs: the password of the user-info part
+/// (everything before the last `@` of the authority) and any `password=` query parameter.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };
-    let rest = &url[scheme_end..];
-    let Some(at) = rest.find('@') else {
-        return url.to_string();
+    let (head, rest) = url.split_at(scheme_end);
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
     };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_string(),
+    let authority_end = before_query.find('/').unwrap_or(before_query.len());
+    let (authority, path) = before_query.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***{host}"),
+                None => authority.to_string(),
+            }
+        }
+        None => authority.to_string(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{head}{authority}{path}?{q}"),
+        None => format!("{head}{authority}{path}"),
     }
 }
 
@@ -221,7 +239,47 @@ impl Config {
         let env = env
             .map(|k| env_key_to_path(&k.as_str().to_ascii_lowercase()).into())
             .filter(move |k| known.iter().any(|p| p == k.as_str()));
-        fig.merge(env).extract().map_err(Box::new)
+        let config: Config = fig.merge(env).extract().map_err(Box::new)?;
+        config
+            .validate()
+            .map_err(|e| Box::new(figment::Error::from(e)))?;
+        Ok(config)
+    }
+
+    /// Refuses values that would break a guarantee (revocation within 10 s, a JWKS rate
+    /// limit, sane limits).
+    pub fn validate(&self) -> Result<(), String> {
+        let a = &self.auth;
+        let checks: [(bool, &str); 6] = [
+            (
+                (50..=10_000).contains(&a.refresh_interval_ms),
+                "auth.refresh_interval_ms must be 50..=10000 (revoked keys must stop working within 10 s)",
+            ),
+            (
+                a.jwks_min_refresh_interval_ms >= 100,
+                "auth.jwks_min_refresh_interval_ms must be at least 100",
+            ),
+            (
+                a.jwt_leeway_secs <= 300,
+                "auth.jwt_leeway_secs must be at most 300",
+            ),
+            (
+                (100..=60_000).contains(&a.jwks_fetch_timeout_ms),
+                "auth.jwks_fetch_timeout_ms must be 100..=60000",
+            ),
+            (
+                (1024..=16 * 1024 * 1024).contains(&self.http.body_limit_bytes),
+                "http.body_limit_bytes must be 1 KiB..=16 MiB",
+            ),
+            (
+                self.http.request_timeout_ms >= 100,
+                "http.request_timeout_ms must be at least 100",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err((*msg).to_string()),
+            None => Ok(()),
+        }
     }
 
     /// The default configuration as commented TOML, each option with its variable.
@@ -285,6 +343,11 @@ mod tests {
             jail.create_file("bad.toml", "[database]\nurll = \"typo\"\n")?;
             assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
             assert!(Config::load(Some(Path::new("missing.toml"))).is_err());
+            jail.set_env("COBRO_AUTH_REFRESH_INTERVAL_MS", "60000");
+            assert!(
+                Config::load(None).is_err(),
+                "revocation must stay within 10 s"
+            );
             Ok(())
         });
     }
@@ -306,5 +369,14 @@ mod tests {
         };
         assert!(!format!("{db:?}").contains("hunter2"));
         assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=s3cret"),
+            "postgres://h/db?user=u&password=***"
+        );
+        assert_eq!(redact_url("sqlite://cobro.db"), "sqlite://cobro.db");
     }
 }

@@ -140,8 +140,12 @@ async fn refresh_loop(app: AppState, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if let Err(e) = app.refresh().await {
-            tracing::warn!(error = %e, "snapshot refresh failed; serving the previous snapshot");
+        match tokio::time::timeout(Duration::from_secs(5), app.refresh()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "snapshot refresh failed; serving the previous snapshot")
+            }
+            Err(_) => tracing::warn!("snapshot refresh timed out; serving the previous snapshot"),
         }
     }
 }

@@ -164,6 +164,22 @@ impl Metrics {
     }
 }
 
+/// The method as a metric label: the standard ones by name, anything else as `OTHER`, so
+/// made-up methods cannot grow the label set without bound.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 /// Records the count and latency of every routed request, labelled by route template.
 pub async fn record_metrics(
     State(metrics): State<std::sync::Arc<Metrics>>,
@@ -171,7 +187,7 @@ pub async fn record_metrics(
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_string();
     let route = req
         .extensions()
         .get::<MatchedPath>()

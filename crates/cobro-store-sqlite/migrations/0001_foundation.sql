@@ -12,7 +12,7 @@ CREATE TABLE orgs (
 -- changes it. The CHECK makes a negative balance impossible whatever the code does.
 CREATE TABLE org_balances (
     org_id            TEXT PRIMARY KEY REFERENCES orgs(id),
-    available_micros  INTEGER NOT NULL CHECK (available_micros >= 0),
+    available_micros  INTEGER NOT NULL CHECK (available_micros >= 0 AND available_micros <= 1000000000000000000),
     updated_at        INTEGER NOT NULL
 );
 

@@ -196,7 +196,12 @@ async fn append_entry(
     .fetch_optional(&mut *conn)
     .await
     .map_err(|e| match db_err(e) {
-        StoreError::Rejected(_) => StoreError::Rejected("insufficient balance".into()),
+        StoreError::Rejected(_) if amount.0 < 0 => {
+            StoreError::Rejected("insufficient balance".into())
+        }
+        StoreError::Rejected(_) => {
+            StoreError::Rejected("the balance would exceed its maximum".into())
+        }
         other => other,
     })?
     .ok_or_else(|| StoreError::NotFound(format!("organisation {org_id}")))?;

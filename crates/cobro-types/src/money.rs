@@ -60,6 +60,9 @@ fn parse_decimal(s: &str, decimals: u32) -> Result<i64, AmountError> {
 }
 
 /// Converts a JSON float into units of `10^-decimals`, refusing values that need more decimals.
+///
+/// The float's shortest round-trip decimal text (what the sender wrote: `10.1`, `999.999`) is
+/// parsed exactly, so `999.999` is refused as a peso amount instead of becoming `1000.00`.
 fn from_f64(value: f64, decimals: u32) -> Result<i64, AmountError> {
     if !value.is_finite() {
         return Err(AmountError::NotANumber);
@@ -67,16 +70,16 @@ fn from_f64(value: f64, decimals: u32) -> Result<i64, AmountError> {
     if value < 0.0 {
         return Err(AmountError::Negative);
     }
-    let scaled = value * 10f64.powi(decimals as i32);
-    if scaled > i64::MAX as f64 / 2.0 {
-        return Err(AmountError::Overflow);
+    let text = value.to_string();
+    if text.contains(['e', 'E']) {
+        // Only very large or very small magnitudes print in exponent form.
+        return Err(if value >= 1.0 {
+            AmountError::Overflow
+        } else {
+            AmountError::TooPrecise(decimals)
+        });
     }
-    let rounded = scaled.round();
-    // A float like 10.1 is 10.0999999...; accept it as 10.10, but refuse 10.105.
-    if (scaled - rounded).abs() > 1e-6 * rounded.abs().max(1.0) {
-        return Err(AmountError::TooPrecise(decimals));
-    }
-    Ok(rounded as i64)
+    parse_decimal(&text, decimals)
 }
 
 /// Formats units of `10^-decimals` as a plain decimal string with trailing zeros removed.

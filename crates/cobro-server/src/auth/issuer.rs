@@ -4,8 +4,9 @@
 //! JWTs itself: an Ed25519 key kept in the database (created on first use; all processes
 //! sharing the database agree on it), tokens minted by `cobro admin token`, and the public
 //! key served at `/.well-known/jwks.json`. An API key created without a JWKS URL trusts this
-//! issuer; its tokens carry `iss` = `auth.builtin_issuer` and `aud` = the organisation id, so
-//! a token minted for one organisation is refused by another's keys.
+//! issuer; its tokens carry `iss` = `auth.builtin_issuer` and `aud` = `<org id>:<environment>`
+//! (see [`audience`]), so a token minted for one organisation's dev keys is refused by
+//! another organisation's keys and by the same organisation's prod keys.
 //!
 //! The private key is stored unencrypted: this issuer is for development and for operators
 //! who have no identity provider; production integrations should register their own JWKS.
@@ -13,7 +14,7 @@
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
 use cobro_store::{IssuerKey, Store, StoreError};
-use cobro_types::Timestamp;
+use cobro_types::{Environment, Timestamp};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 
@@ -43,6 +44,11 @@ struct MintedClaims<'a> {
     iat: i64,
     nbf: i64,
     exp: i64,
+}
+
+/// The `aud` of built-in issuer tokens for an organisation's keys of one environment.
+pub fn audience(org_id: &str, env: Environment) -> String {
+    format!("{org_id}:{}", env.as_str())
 }
 
 fn b64url(bytes: &[u8]) -> String {
@@ -122,12 +128,12 @@ impl BuiltinIssuer {
         serde_json::json!({ "keys": self.public_jwks })
     }
 
-    /// Mints a customer JWT for `sub`, valid for organisation `org_id` for `ttl_secs`.
+    /// Mints a customer JWT for `sub` with audience `aud` (see [`audience`]), valid `ttl_secs`.
     /// Returns the token and its expiry (Unix seconds).
     pub fn mint(
         &self,
         sub: &str,
-        org_id: &str,
+        aud: &str,
         ttl_secs: i64,
     ) -> Result<(String, i64), jsonwebtoken::errors::Error> {
         let now = Timestamp::now().unix_millis() / 1000;
@@ -137,7 +143,7 @@ impl BuiltinIssuer {
         let claims = MintedClaims {
             sub,
             iss: &self.issuer,
-            aud: org_id,
+            aud,
             iat: now,
             nbf: now,
             exp,

@@ -189,6 +189,8 @@ impl JwtVerifier {
             .timeout(settings.fetch_timeout)
             .connect_timeout(settings.fetch_timeout)
             .user_agent(concat!("cobro/", env!("CARGO_PKG_VERSION")))
+            // Identity providers rarely redirect a JWKS; never follow more than a couple.
+            .redirect(reqwest::redirect::Policy::limited(2))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let set: JwkSet = serde_json::from_value(builtin_jwks.clone())
@@ -223,7 +225,7 @@ impl JwtVerifier {
                 (
                     vk,
                     Some(self.settings.builtin_issuer.clone()),
-                    Some(key.org_id.clone()),
+                    Some(super::issuer::audience(&key.org_id, key.environment)),
                 )
             }
             Some(url) => (
@@ -280,8 +282,10 @@ impl JwtVerifier {
         let cached = slot.keys.read().await.clone();
         let keys = match cached {
             Some((keys, fetched)) if fetched.elapsed() < self.settings.cache_ttl => keys,
-            Some((stale, _)) => self.refresh(&slot, url).await.unwrap_or(stale),
-            None => self.refresh(&slot, url).await.ok_or_else(|| {
+            // Stale: refresh, but never make a request wait on a slow identity provider when
+            // there are keys to verify with; another request may already be refreshing.
+            Some((stale, _)) => self.refresh(&slot, url, Wait::No).await.unwrap_or(stale),
+            None => self.refresh(&slot, url, Wait::Yes).await.ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::JwksUnavailable,
                     "The JWKS registered for this API key could not be fetched; retry later.",
@@ -292,7 +296,7 @@ impl JwtVerifier {
             return Ok(k);
         }
         // Unknown kid: the identity provider may have rotated its keys.
-        if let Some(fresh) = self.refresh(&slot, url).await
+        if let Some(fresh) = self.refresh(&slot, url, Wait::Yes).await
             && let Some(k) = fresh.find(kid)
         {
             return Ok(k);
@@ -300,20 +304,29 @@ impl JwtVerifier {
         Err(unknown_kid())
     }
 
-    /// Fetches the JWKS unless another fetch happened within the minimum interval.
-    /// Returns the new key set, or `None` when rate-limited or failed.
-    async fn refresh(&self, slot: &RemoteJwks, url: &str) -> Option<Arc<KeySet>> {
+    /// Fetches the JWKS, at most once per URL per minimum interval, one fetch at a time.
+    ///
+    /// Returns the freshest key set available afterwards: the one this call fetched, or, when
+    /// another request fetched while this one waited or the rate limit forbids a fetch now,
+    /// the cached one (which may be what that other request just fetched). `None` only when
+    /// nothing is cached and no fetch succeeded.
+    async fn refresh(&self, slot: &RemoteJwks, url: &str, wait: Wait) -> Option<Arc<KeySet>> {
+        let cached = || async { slot.keys.read().await.as_ref().map(|(k, _)| k.clone()) };
         let requested_at = Instant::now();
-        let mut last_attempt = slot.fetch.lock().await;
-        if let Some(last) = *last_attempt {
-            if last >= requested_at {
-                // Someone fetched while we waited for the lock: use their result.
-                return slot.keys.read().await.as_ref().map(|(k, _)| k.clone());
-            }
-            if last.elapsed() < self.settings.min_refresh_interval {
+        let mut last_attempt = match wait {
+            Wait::Yes => slot.fetch.lock().await,
+            Wait::No => match slot.fetch.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return None, // a refresh is in progress; the caller keeps its keys
+            },
+        };
+        if let Some(last) = *last_attempt
+            && (last >= requested_at || last.elapsed() < self.settings.min_refresh_interval)
+        {
+            if last < requested_at {
                 Metrics::count(&self.metrics.jwks_fetches, "rate_limited");
-                return None;
             }
+            return cached().await;
         }
         *last_attempt = Some(Instant::now());
         match self.fetch(url).await {
@@ -321,18 +334,22 @@ impl JwtVerifier {
                 Metrics::count(&self.metrics.jwks_fetches, "ok");
                 let keys = Arc::new(KeySet::from_jwks(&set));
                 *slot.keys.write().await = Some((keys.clone(), Instant::now()));
+                // Mark the attempt as finished now, so requests that queued behind this fetch
+                // see it as newer than their own request and reuse its result.
+                *last_attempt = Some(Instant::now());
                 Some(keys)
             }
             Err(e) => {
                 Metrics::count(&self.metrics.jwks_fetches, "error");
                 tracing::warn!(url, error = %e, "JWKS fetch failed");
-                None
+                *last_attempt = Some(Instant::now());
+                cached().await
             }
         }
     }
 
     async fn fetch(&self, url: &str) -> Result<JwkSet, String> {
-        let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        let mut resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
@@ -342,12 +359,22 @@ impl JwtVerifier {
         {
             return Err("JWKS too large".into());
         }
-        let body = resp.bytes().await.map_err(|e| e.to_string())?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err("JWKS too large".into());
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err("JWKS too large".into());
+            }
+            body.extend_from_slice(&chunk);
         }
         serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))
     }
+}
+
+/// Whether a refresh may wait for a fetch already in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Yes,
+    No,
 }
 
 fn unknown_kid() -> ApiError {

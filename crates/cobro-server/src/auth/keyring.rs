@@ -91,15 +91,19 @@ impl KeyRing {
             Some(record) => {
                 let record = Arc::new(record);
                 if let Ok(mut guard) = self.snapshot.write() {
-                    let mut snap = Snapshot {
-                        by_public: guard.by_public.clone(),
-                        by_secret_hash: guard.by_secret_hash.clone(),
-                    };
-                    snap.by_secret_hash
-                        .insert(record.secret_hash.clone(), record.clone());
-                    snap.by_public
-                        .insert(record.public_key.clone(), record.clone());
-                    *guard = Arc::new(snap);
+                    // A refresh may have installed a newer copy (say, revoked) while this read
+                    // was in flight: never overwrite an entry the snapshot already has.
+                    if !guard.by_public.contains_key(&record.public_key) {
+                        let mut snap = Snapshot {
+                            by_public: guard.by_public.clone(),
+                            by_secret_hash: guard.by_secret_hash.clone(),
+                        };
+                        snap.by_secret_hash
+                            .insert(record.secret_hash.clone(), record.clone());
+                        snap.by_public
+                            .insert(record.public_key.clone(), record.clone());
+                        *guard = Arc::new(snap);
+                    }
                 }
                 Ok(Some(record))
             }

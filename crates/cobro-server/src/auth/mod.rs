@@ -100,6 +100,20 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 }
 
 async fn authenticate(parts: &Parts, app: &AppState, accept: Accept) -> Result<Caller, ApiError> {
+    // Two values for one credential header would let a proxy and this server disagree on
+    // who is calling: refuse them.
+    if parts.headers.get_all("x-api-key").iter().count() > 1 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "Send exactly one x-api-key header.",
+        ));
+    }
+    if parts.headers.get_all("authorization").iter().count() > 1 {
+        return Err(ApiError::new(
+            ErrorCode::MalformedToken,
+            "Send exactly one Authorization header.",
+        ));
+    }
     let public_key = header(parts, "x-api-key")
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {

@@ -245,7 +245,18 @@ async fn secret_keys_are_accepted_for_the_catalog_only_from_the_same_organisatio
         401,
         "INVALID_SECRET_KEY",
     );
-    // a built-in issuer token minted for another organisation is refused (audience)
+    // a built-in issuer token is bound to its organisation and environment (audience)
+    let dev_token = app.token(&app.dev, "u").await;
+    assert!(
+        sku(app.client(&app.dev.public_key, &dev_token))
+            .await
+            .is_ok()
+    );
+    assert_api_error(
+        sku(app.client(&app.prod.public_key, &dev_token)).await,
+        401,
+        "INVALID_TOKEN_AUDIENCE",
+    );
     let foreign_token = app.token(&foreign, "u").await;
     assert_api_error(
         sku(app.client(&app.dev.public_key, &foreign_token)).await,
@@ -400,6 +411,74 @@ async fn an_unknown_kid_refreshes_the_jwks_but_a_flood_of_them_cannot_hammer_it(
         "JWKS fetched {} times for 40 unknown kids",
         jwks.hits()
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_first_requests_share_one_slow_jwks_fetch_and_all_succeed() {
+    let signer = Signer::new(Alg::EdDsa, "slow-1");
+    let (app, jwks, key) = with_external_idp(&[&signer]).await;
+    jwks.set_delay_ms(300);
+    let token = signer.sign(&claims("u", ISS, AUD));
+    let burst: Vec<_> = (0..25)
+        .map(|_| {
+            let client = app.client(&key.public_key, &token);
+            tokio::spawn(async move { client.get_sku("sku-tl-TEL010", None).await })
+        })
+        .collect();
+    for t in burst {
+        let r = t.await.expect("task");
+        assert!(
+            r.is_ok(),
+            "a valid token must not fail while the JWKS is being fetched: {r:?}"
+        );
+    }
+    assert_eq!(jwks.hits(), 1, "one fetch served the whole burst");
+
+    // after a rotation, requests queued behind the refresh reuse its result too
+    let rotated = Signer::new(Alg::Es256, "slow-2");
+    jwks.set_keys(vec![signer.jwk(), rotated.jwk()]);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let token = rotated.sign(&claims("u", ISS, AUD));
+    let burst: Vec<_> = (0..25)
+        .map(|_| {
+            let client = app.client(&key.public_key, &token);
+            tokio::spawn(async move { client.get_sku("sku-tl-TEL010", None).await })
+        })
+        .collect();
+    for t in burst {
+        let r = t.await.expect("task");
+        assert!(
+            r.is_ok(),
+            "a token signed by the rotated-in key must verify: {r:?}"
+        );
+    }
+    assert_eq!(jwks.hits(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_credential_headers_are_refused() {
+    let app = spawn_app().await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}/v1/skus/sku-tl-TEL010", app.url))
+        .header("x-api-key", &app.dev.public_key)
+        .header("x-api-key", &app.prod.public_key)
+        .bearer_auth(&app.dev.secret_key)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = http
+        .get(format!("{}/v1/skus/sku-tl-TEL010", app.url))
+        .header("x-api-key", &app.dev.public_key)
+        .header("authorization", format!("Bearer {}", app.dev.secret_key))
+        .header("authorization", format!("Bearer {}", app.prod.secret_key))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 401);
     app.stop().await;
 }
 

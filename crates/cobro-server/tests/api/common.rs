@@ -350,6 +350,7 @@ pub struct JwksServer {
     pub addr: SocketAddr,
     keys: Arc<Mutex<Vec<Value>>>,
     hits: Arc<AtomicUsize>,
+    delay_ms: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -363,15 +364,20 @@ impl JwksServer {
     pub async fn start(keys: Vec<Value>) -> JwksServer {
         let keys = Arc::new(Mutex::new(keys));
         let hits = Arc::new(AtomicUsize::new(0));
-        type Shared = (Arc<Mutex<Vec<Value>>>, Arc<AtomicUsize>);
-        async fn serve(State((keys, hits)): State<Shared>) -> Json<Value> {
+        let delay_ms = Arc::new(AtomicUsize::new(0));
+        type Shared = (Arc<Mutex<Vec<Value>>>, Arc<AtomicUsize>, Arc<AtomicUsize>);
+        async fn serve(State((keys, hits, delay_ms)): State<Shared>) -> Json<Value> {
             hits.fetch_add(1, Ordering::SeqCst);
+            let delay = delay_ms.load(Ordering::SeqCst) as u64;
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
             let keys = keys.lock().expect("lock").clone();
             Json(json!({ "keys": keys }))
         }
-        let router = Router::new()
-            .route("/jwks.json", get(serve))
-            .with_state((keys.clone(), hits.clone()));
+        let router = Router::new().route("/jwks.json", get(serve)).with_state((
+            keys.clone(),
+            hits.clone(),
+            delay_ms.clone(),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -383,6 +389,7 @@ impl JwksServer {
             addr,
             keys,
             hits,
+            delay_ms,
             task,
         }
     }
@@ -393,6 +400,11 @@ impl JwksServer {
 
     pub fn set_keys(&self, keys: Vec<Value>) {
         *self.keys.lock().expect("lock") = keys;
+    }
+
+    /// Makes every JWKS answer take this long.
+    pub fn set_delay_ms(&self, ms: usize) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     pub fn hits(&self) -> usize {
