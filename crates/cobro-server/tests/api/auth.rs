@@ -414,20 +414,33 @@ async fn an_unknown_kid_refreshes_the_jwks_but_a_flood_of_them_cannot_hammer_it(
     app.stop().await;
 }
 
+/// `n` concurrent SKU reads with one key and bearer; the results in order.
+async fn burst(
+    app: &TestApp,
+    key: &str,
+    bearer: &str,
+    n: usize,
+) -> Vec<Result<cobro_types::Sku, cobro_sdk::Error>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let client = app.client(key, bearer);
+            tokio::spawn(async move { client.get_sku("sku-tl-TEL010", None).await })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(n);
+    for t in tasks {
+        results.push(t.await.expect("task"));
+    }
+    results
+}
+
 #[tokio::test]
 async fn concurrent_first_requests_share_one_slow_jwks_fetch_and_all_succeed() {
     let signer = Signer::new(Alg::EdDsa, "slow-1");
     let (app, jwks, key) = with_external_idp(&[&signer]).await;
     jwks.set_delay_ms(300);
     let token = signer.sign(&claims("u", ISS, AUD));
-    let burst: Vec<_> = (0..25)
-        .map(|_| {
-            let client = app.client(&key.public_key, &token);
-            tokio::spawn(async move { client.get_sku("sku-tl-TEL010", None).await })
-        })
-        .collect();
-    for t in burst {
-        let r = t.await.expect("task");
+    for r in burst(&app, &key.public_key, &token, 25).await {
         assert!(
             r.is_ok(),
             "a valid token must not fail while the JWKS is being fetched: {r:?}"
@@ -440,14 +453,7 @@ async fn concurrent_first_requests_share_one_slow_jwks_fetch_and_all_succeed() {
     jwks.set_keys(vec![signer.jwk(), rotated.jwk()]);
     tokio::time::sleep(Duration::from_millis(350)).await;
     let token = rotated.sign(&claims("u", ISS, AUD));
-    let burst: Vec<_> = (0..25)
-        .map(|_| {
-            let client = app.client(&key.public_key, &token);
-            tokio::spawn(async move { client.get_sku("sku-tl-TEL010", None).await })
-        })
-        .collect();
-    for t in burst {
-        let r = t.await.expect("task");
+    for r in burst(&app, &key.public_key, &token, 25).await {
         assert!(
             r.is_ok(),
             "a token signed by the rotated-in key must verify: {r:?}"
