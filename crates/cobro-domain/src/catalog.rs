@@ -289,6 +289,15 @@ struct Indexed {
     entry: CatalogEntry,
     carrier_lower: String,
     chipi_category_upper: String,
+    /// `^(?:referenceRegexValidation)$`, so a pattern like `^a|b$` still needs a full match.
+    reference: Option<regex::Regex>,
+    /// `^(?:amountRegexValidation)$`.
+    amount: Option<regex::Regex>,
+}
+
+/// Compiles a catalog pattern so that it must match the whole input.
+fn full_match(pattern: &str) -> Option<regex::Regex> {
+    compile_regex(&format!("^(?:{pattern})$")).ok()
 }
 
 /// An immutable, sorted snapshot of the active catalog.
@@ -318,6 +327,8 @@ impl Catalog {
             .map(|entry| Indexed {
                 carrier_lower: entry.carrier_name.to_lowercase(),
                 chipi_category_upper: entry.chipi_category.to_ascii_uppercase(),
+                reference: full_match(&entry.reference_regex_validation),
+                amount: full_match(&entry.amount_regex_validation),
                 entry,
             })
             .collect();
@@ -341,6 +352,23 @@ impl Catalog {
     /// The stored record of an active SKU.
     pub fn entry(&self, id: &str) -> Option<&CatalogEntry> {
         self.by_id.get(id).map(|&i| &self.items[i].entry)
+    }
+
+    /// Whether `reference` fully matches the SKU's reference pattern (`None`: no such SKU).
+    /// A pattern that does not compile matches nothing.
+    pub fn reference_matches(&self, id: &str, reference: &str) -> Option<bool> {
+        let item = &self.items[*self.by_id.get(id)?];
+        Some(
+            item.reference
+                .as_ref()
+                .is_some_and(|r| r.is_match(reference)),
+        )
+    }
+
+    /// Whether `amount` (as written) fully matches the SKU's amount pattern.
+    pub fn amount_matches(&self, id: &str, amount: &str) -> Option<bool> {
+        let item = &self.items[*self.by_id.get(id)?];
+        Some(item.amount.as_ref().is_some_and(|r| r.is_match(amount)))
     }
 
     /// One active SKU in the given language.

@@ -11,6 +11,8 @@
 
 pub mod catalog;
 pub mod keys;
+pub mod pricing;
+pub mod purchase;
 
 /// A rule violation that names the request parameter at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,12 +10,16 @@ pub mod admin;
 pub mod catalog;
 pub mod error;
 pub mod money;
+pub mod purchase;
 pub mod time;
 
 pub use admin::{ApiKeyCreated, Balance, Environment, OrgCreated, TokenIssued};
 pub use catalog::{CatalogEntry, Currency, Paginated, Provider, Sku, SkuCategory, SkuTexts};
 pub use error::{ErrorBody, ErrorClass, ErrorCode};
 pub use money::{MinorAmount, UsdMicros};
+pub use purchase::{
+    CreateSkuPurchaseInput, LedgerEntryView, OrgBalance, PurchaseStatus, Transaction,
+};
 pub use time::Timestamp;
 
 /// The API version string the official SDKs send as `__chipi_api_version` on every request.
