@@ -11,10 +11,11 @@ use std::{borrow::Cow, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use cobro_store::{
-    ApiKeyRecord, ChangeVersions, DemoBootstrap, IssuerKey, LedgerEntry, NewLedgerEntry, Org,
-    Store, StoreError, StoreResult, codec,
+    ApiKeyRecord, ChangeVersions, DemoBootstrap, IssuerKey, LedgerEntry, MarkupRule,
+    NewLedgerEntry, NewPurchase, Org, PurchaseFilter, PurchaseRecord, PurchaseResult, Store,
+    StoreError, StoreResult, codec,
 };
-use cobro_types::{CatalogEntry, Timestamp, UsdMicros};
+use cobro_types::{CatalogEntry, Environment, MinorAmount, Timestamp, UsdMicros};
 use sqlx::{
     Row, SqlSafeStr, SqliteConnection,
     migrate::{Migration, MigrationType, Migrator},
@@ -25,11 +26,18 @@ use sqlx::{
 };
 
 /// The migrations, compiled into the binary.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../migrations/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../migrations/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "purchases",
+        include_str!("../migrations/0002_purchases.sql"),
+    ),
+];
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(
@@ -300,6 +308,215 @@ fn issuer_key_from_row(row: &SqliteRow) -> StoreResult<IssuerKey> {
     })
 }
 
+/// The purchase list's filter, with numbered parameters (unset filters are NULL).
+const LIST_WHERE: &str = "WHERE org_id = ?1 AND environment = ?2 AND (?3 IS NULL OR status = ?3) \
+    AND (?4 IS NULL OR sku_id = ?4) AND (?5 IS NULL OR sku_reference = ?5) \
+    AND (?6 IS NULL OR created_at >= ?6) AND (?7 IS NULL OR created_at <= ?7)";
+const LIST_PAGE: &str = "LIMIT ?8 OFFSET ?9";
+
+const PURCHASE_COLUMNS: &str = "id, org_id, environment, idempotency_key, request_hash, status, api_public_key, \
+    customer_id, sku_id, sku_name, carrier_name, sku_reference, amount_minor, currency, chain, token, wallet_address, \
+    fx_rate, base_micros, markup_micros, total_micros, org_markup, ledger_entry_id, sandbox, file_number, error_message, \
+    created_at, updated_at, confirmed_at";
+
+fn purchase_from_row(row: &SqliteRow) -> StoreResult<PurchaseRecord> {
+    let text = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
+    let int = |c: &str| row.try_get::<i64, _>(c).map_err(db_err);
+    Ok(PurchaseRecord {
+        id: text("id")?,
+        org_id: text("org_id")?,
+        environment: codec::decode_environment(&text("environment")?)?,
+        idempotency_key: text("idempotency_key")?,
+        request_hash: text("request_hash")?,
+        status: codec::decode_status(&text("status")?)?,
+        api_public_key: text("api_public_key")?,
+        customer_id: text("customer_id")?,
+        sku_id: text("sku_id")?,
+        sku_name: text("sku_name")?,
+        carrier_name: text("carrier_name")?,
+        sku_reference: text("sku_reference")?,
+        amount: MinorAmount(int("amount_minor")?),
+        currency: codec::decode_currency(&text("currency")?)?,
+        chain: text("chain")?,
+        token: text("token")?,
+        wallet_address: text("wallet_address")?,
+        fx_rate: text("fx_rate")?,
+        base: UsdMicros(int("base_micros")?),
+        markup: UsdMicros(int("markup_micros")?),
+        total: UsdMicros(int("total_micros")?),
+        org_markup: row.try_get("org_markup").map_err(db_err)?,
+        ledger_entry_id: text("ledger_entry_id")?,
+        sandbox: row.try_get::<bool, _>("sandbox").map_err(db_err)?,
+        file_number: row.try_get("file_number").map_err(db_err)?,
+        error_message: row.try_get("error_message").map_err(db_err)?,
+        created_at: Timestamp::from_unix_millis(int("created_at")?),
+        updated_at: Timestamp::from_unix_millis(int("updated_at")?),
+        confirmed_at: row
+            .try_get::<Option<i64>, _>("confirmed_at")
+            .map_err(db_err)?
+            .map(Timestamp::from_unix_millis),
+    })
+}
+
+async fn find_by_key(
+    conn: &mut SqliteConnection,
+    r: &PurchaseRecord,
+) -> StoreResult<Option<PurchaseRecord>> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE org_id = ? AND environment = ? AND idempotency_key = ?"
+    ));
+    sqlx::query(sql)
+        .bind(&r.org_id)
+        .bind(r.environment.as_str())
+        .bind(&r.idempotency_key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(purchase_from_row)
+        .transpose()
+}
+
+fn replay_or_reuse(existing: PurchaseRecord, new: &PurchaseRecord) -> PurchaseResult {
+    if existing.request_hash == new.request_hash {
+        PurchaseResult::Replayed(existing)
+    } else {
+        PurchaseResult::KeyReused(existing)
+    }
+}
+
+/// The effects of one new purchase, inside the caller's savepoint. `Ok(false)`: the debit was
+/// refused for lack of credits (nothing else was written).
+async fn insert_purchase(conn: &mut SqliteConnection, p: &NewPurchase) -> StoreResult<bool> {
+    let r = &p.record;
+    if !r.sandbox {
+        let debit = append_entry(
+            conn,
+            &NewLedgerEntry {
+                id: &r.ledger_entry_id,
+                org_id: &r.org_id,
+                kind: "purchase",
+                amount: UsdMicros(-r.total.0),
+                note: None,
+                purchase_id: Some(&r.id),
+                at: r.created_at,
+            },
+        )
+        .await;
+        match debit {
+            Err(StoreError::Rejected(_)) => return Ok(false),
+            other => {
+                other?;
+            }
+        }
+    }
+    let sql = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO purchases ({PURCHASE_COLUMNS}) VALUES \
+         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ));
+    sqlx::query(sql)
+        .bind(&r.id)
+        .bind(&r.org_id)
+        .bind(r.environment.as_str())
+        .bind(&r.idempotency_key)
+        .bind(&r.request_hash)
+        .bind(r.status.as_str())
+        .bind(&r.api_public_key)
+        .bind(&r.customer_id)
+        .bind(&r.sku_id)
+        .bind(&r.sku_name)
+        .bind(&r.carrier_name)
+        .bind(&r.sku_reference)
+        .bind(r.amount.0)
+        .bind(r.currency.as_str())
+        .bind(&r.chain)
+        .bind(&r.token)
+        .bind(&r.wallet_address)
+        .bind(&r.fx_rate)
+        .bind(r.base.0)
+        .bind(r.markup.0)
+        .bind(r.total.0)
+        .bind(&r.org_markup)
+        .bind(&r.ledger_entry_id)
+        .bind(r.sandbox)
+        .bind(&r.file_number)
+        .bind(&r.error_message)
+        .bind(r.created_at.unix_millis())
+        .bind(r.updated_at.unix_millis())
+        .bind(r.confirmed_at.map(Timestamp::unix_millis))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if !r.sandbox && !r.status.is_terminal() {
+        sqlx::query("INSERT INTO fulfilment_jobs (purchase_id, next_attempt_at) VALUES (?, ?)")
+            .bind(&r.id)
+            .bind(r.created_at.unix_millis())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    }
+    for e in &p.events {
+        sqlx::query(
+            "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(&r.org_id)
+        .bind(r.environment.as_str())
+        .bind(&e.kind)
+        .bind(&r.id)
+        .bind(&e.payload)
+        .bind(r.updated_at.unix_millis())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+    Ok(true)
+}
+
+/// One purchase of a batch, in a savepoint so that its failure leaves the others intact.
+async fn create_one(conn: &mut SqliteConnection, p: &NewPurchase) -> StoreResult<PurchaseResult> {
+    if let Some(existing) = find_by_key(conn, &p.record).await? {
+        return Ok(replay_or_reuse(existing, &p.record));
+    }
+    sqlx::query("SAVEPOINT purchase")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let result = match insert_purchase(conn, p).await {
+        Ok(true) => {
+            sqlx::query("RELEASE SAVEPOINT purchase")
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            return Ok(PurchaseResult::Created(p.record.clone()));
+        }
+        Ok(false) => Ok(PurchaseResult::InsufficientBalance),
+        Err(StoreError::Conflict(_)) => Err(None),
+        Err(e) => Err(Some(e)),
+    };
+    sqlx::query("ROLLBACK TO SAVEPOINT purchase")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    sqlx::query("RELEASE SAVEPOINT purchase")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    match result {
+        Ok(r) => Ok(r),
+        // Another transaction stored the same key first: answer as a duplicate of it.
+        Err(None) => match find_by_key(conn, &p.record).await? {
+            Some(existing) => Ok(replay_or_reuse(existing, &p.record)),
+            None => Err(StoreError::Conflict(format!(
+                "purchase {} conflicts",
+                p.record.id
+            ))),
+        },
+        Err(Some(e)) => Err(e),
+    }
+}
+
 const KEY_COLUMNS: &str = "public_key, org_id, environment, secret_hash, jwks_url, issuer, audience, created_at, revoked_at";
 
 #[async_trait]
@@ -525,6 +742,134 @@ impl Store for SqliteStore {
                 codec::decode_catalog_entry(&doc, created, updated)
             })
             .collect()
+    }
+
+    async fn set_markup(&self, rule: &MarkupRule) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO markups (org_id, scope, target, percent, fixed_micros, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (org_id, scope, target) DO UPDATE SET percent = excluded.percent,
+                 fixed_micros = excluded.fixed_micros, updated_at = excluded.updated_at",
+        )
+        .bind(&rule.org_id)
+        .bind(&rule.scope)
+        .bind(&rule.target)
+        .bind(&rule.percent)
+        .bind(rule.fixed.0)
+        .bind(rule.updated_at.unix_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn markup_for(
+        &self,
+        org_id: &str,
+        sku_id: &str,
+        category: &str,
+    ) -> StoreResult<Option<MarkupRule>> {
+        sqlx::query(
+            "SELECT org_id, scope, target, percent, fixed_micros, updated_at FROM markups
+             WHERE org_id = ? AND ((scope = 'sku' AND target = ?) OR (scope = 'category' AND target = ?))
+             ORDER BY CASE scope WHEN 'sku' THEN 0 ELSE 1 END LIMIT 1",
+        )
+        .bind(org_id)
+        .bind(sku_id)
+        .bind(category)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .map(|r| {
+            Ok(MarkupRule {
+                org_id: r.try_get("org_id").map_err(db_err)?,
+                scope: r.try_get("scope").map_err(db_err)?,
+                target: r.try_get("target").map_err(db_err)?,
+                percent: r.try_get("percent").map_err(db_err)?,
+                fixed: UsdMicros(r.try_get("fixed_micros").map_err(db_err)?),
+                updated_at: Timestamp::from_unix_millis(r.try_get("updated_at").map_err(db_err)?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_purchases(&self, batch: &[NewPurchase]) -> StoreResult<Vec<PurchaseResult>> {
+        let mut tx = self.begin_write().await?;
+        let mut results = Vec::with_capacity(batch.len());
+        for p in batch {
+            results.push(create_one(&mut tx, p).await?);
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(results)
+    }
+
+    async fn get_purchase(
+        &self,
+        org_id: &str,
+        env: Environment,
+        id: &str,
+    ) -> StoreResult<Option<PurchaseRecord>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id = ? AND org_id = ? AND environment = ?"
+        ));
+        sqlx::query(sql)
+            .bind(id)
+            .bind(org_id)
+            .bind(env.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(purchase_from_row)
+            .transpose()
+    }
+
+    async fn list_purchases(
+        &self,
+        org_id: &str,
+        env: Environment,
+        f: &PurchaseFilter,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<(Vec<PurchaseRecord>, u64)> {
+        let status = f.status.map(|s| s.as_str());
+        let from = f.created_from.map(Timestamp::unix_millis);
+        let to = f.created_to.map(Timestamp::unix_millis);
+        let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM purchases {LIST_WHERE}"
+        )))
+        .bind(org_id)
+        .bind(env.as_str())
+        .bind(status)
+        .bind(&f.sku_id)
+        .bind(&f.sku_reference)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(db_err)?;
+        let sql = format!(
+            "SELECT {PURCHASE_COLUMNS} FROM purchases {LIST_WHERE} ORDER BY seq DESC {LIST_PAGE}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(env.as_str())
+            .bind(status)
+            .bind(&f.sku_id)
+            .bind(&f.sku_reference)
+            .bind(from)
+            .bind(to)
+            .bind(i64::from(limit))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let records = rows
+            .iter()
+            .map(purchase_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((records, u64::try_from(total).unwrap_or(0)))
     }
 
     async fn issuer_keys(&self) -> StoreResult<Vec<IssuerKey>> {

@@ -1,6 +1,6 @@
 //! Encodings every backend shares, so both store exactly the same bytes.
 
-use cobro_types::{CatalogEntry, Environment, Timestamp, UsdMicros};
+use cobro_types::{CatalogEntry, Currency, Environment, PurchaseStatus, Timestamp, UsdMicros};
 
 use crate::{StoreError, StoreResult};
 
@@ -38,5 +38,17 @@ pub fn credit_kind(amount: UsdMicros) -> StoreResult<&'static str> {
         )),
         a if a > 0 => Ok("topup"),
         _ => Ok("adjustment"),
+    }
+}
+
+pub fn decode_status(s: &str) -> StoreResult<PurchaseStatus> {
+    PurchaseStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("purchase status {s:?}")))
+}
+
+pub fn decode_currency(s: &str) -> StoreResult<Currency> {
+    match s {
+        "MXN" => Ok(Currency::Mxn),
+        "USD" => Ok(Currency::Usd),
+        _ => Err(StoreError::Corrupt(format!("currency {s:?}"))),
     }
 }

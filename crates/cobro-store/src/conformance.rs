@@ -12,7 +12,11 @@ use cobro_types::{
     UsdMicros,
 };
 
-use crate::{ApiKeyRecord, DemoBootstrap, IssuerKey, LedgerEntry, Org, Store, StoreError};
+use crate::{
+    ApiKeyRecord, DemoBootstrap, IssuerKey, LedgerEntry, MarkupRule, NewEvent, NewPurchase, Org,
+    PurchaseFilter, PurchaseRecord, PurchaseResult, Store, StoreError,
+};
+use cobro_types::PurchaseStatus;
 
 /// Expands to one test per conformance check. `$setup` is an async fn returning
 /// `Option<(Arc<dyn Store>, impl Future<Output = ()> + Send)>`; `None` skips (for example
@@ -28,6 +32,11 @@ macro_rules! conformance_suite {
             catalog_upserts_keep_creation_time_and_bump_the_version,
             demo_bootstrap_happens_exactly_once_even_when_raced,
             the_issuer_key_is_chosen_once,
+            purchases_debit_once_replay_by_key_and_store_nothing_when_refused,
+            a_batch_gives_each_purchase_its_own_outcome,
+            concurrent_duplicates_create_one_purchase_per_key,
+            concurrent_purchases_never_overdraw,
+            markups_prefer_the_sku_rule_over_the_category_rule,
         );
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
@@ -468,4 +477,392 @@ pub async fn the_issuer_key_is_chosen_once(store: Arc<dyn Store>) {
         first
     );
     assert_eq!(store.issuer_keys().await.expect("keys"), vec![first]);
+}
+
+/// A purchase record for tests: `total` micro-dollars, keyed by `key`.
+pub fn purchase(id: &str, org_id: &str, env: Environment, key: &str, total: i64) -> NewPurchase {
+    let sandbox = env == Environment::Dev;
+    NewPurchase {
+        record: PurchaseRecord {
+            id: id.into(),
+            org_id: org_id.into(),
+            environment: env,
+            idempotency_key: key.into(),
+            request_hash: format!("hash-{key}"),
+            status: if sandbox {
+                PurchaseStatus::Success
+            } else {
+                PurchaseStatus::Pending
+            },
+            api_public_key: "pk_test".into(),
+            customer_id: "customer-1".into(),
+            sku_id: "sku-tl-TEL010".into(),
+            sku_name: "Telcel 10 MXN".into(),
+            carrier_name: "Telcel".into(),
+            sku_reference: "5512345678".into(),
+            amount: MinorAmount(1000),
+            currency: Currency::Mxn,
+            chain: "STARKNET".into(),
+            token: "USDC".into(),
+            wallet_address: "0x0".into(),
+            fx_rate: "0.0588".into(),
+            base: UsdMicros(total),
+            markup: UsdMicros(0),
+            total: UsdMicros(total),
+            org_markup: None,
+            ledger_entry_id: format!("le_{id}"),
+            sandbox,
+            file_number: sandbox.then(|| "dev-sandbox-1".to_string()),
+            error_message: None,
+            created_at: ts(1_000),
+            updated_at: ts(1_000),
+            confirmed_at: sandbox.then(|| ts(1_000)),
+        },
+        events: if sandbox {
+            vec![NewEvent {
+                id: format!("evt_{id}"),
+                kind: "sku-purchase.completed".into(),
+                payload: "{}".into(),
+            }]
+        } else {
+            vec![]
+        },
+    }
+}
+
+async fn funded_org(store: &dyn Store, tag: &str, micros: i64) -> Org {
+    let o = org(tag);
+    store.create_org(&o).await.expect("create org");
+    if micros > 0 {
+        store
+            .adjust_credits(
+                &o.id,
+                &format!("le_seed_{tag}"),
+                UsdMicros(micros),
+                None,
+                ts(1),
+            )
+            .await
+            .expect("seed");
+    }
+    o
+}
+
+async fn create(store: &dyn Store, p: NewPurchase) -> PurchaseResult {
+    let mut results = store
+        .create_purchases(&[p])
+        .await
+        .expect("create_purchases");
+    assert_eq!(results.len(), 1);
+    results.remove(0)
+}
+
+pub async fn purchases_debit_once_replay_by_key_and_store_nothing_when_refused(
+    store: Arc<dyn Store>,
+) {
+    let o = funded_org(&*store, "buy", 1_000_000).await;
+    let first = purchase("p1", &o.id, Environment::Prod, "order-1", 600_000);
+    assert_eq!(
+        create(&*store, first.clone()).await,
+        PurchaseResult::Created(first.record.clone())
+    );
+    assert_eq!(
+        store.balance(&o.id).await.expect("balance"),
+        UsdMicros(400_000)
+    );
+    let entries = audit_ledger(&*store, &o.id).await;
+    let debit = entries.last().expect("a debit");
+    assert_eq!(
+        (
+            debit.kind.as_str(),
+            debit.amount,
+            debit.purchase_id.as_deref()
+        ),
+        ("purchase", UsdMicros(-600_000), Some("p1"))
+    );
+
+    // the same key and request: the same purchase, no second debit
+    let again = purchase("p1-retry", &o.id, Environment::Prod, "order-1", 600_000);
+    assert_eq!(
+        create(&*store, again).await,
+        PurchaseResult::Replayed(first.record.clone())
+    );
+    // the same key, another request: refused, nothing done
+    let mut other = purchase("p1-other", &o.id, Environment::Prod, "order-1", 600_000);
+    other.record.request_hash = "different".into();
+    assert_eq!(
+        create(&*store, other).await,
+        PurchaseResult::KeyReused(first.record.clone())
+    );
+    // not enough credits: nothing stored
+    let big = purchase("p2", &o.id, Environment::Prod, "order-2", 400_001);
+    assert_eq!(
+        create(&*store, big).await,
+        PurchaseResult::InsufficientBalance
+    );
+    assert!(
+        store
+            .get_purchase(&o.id, Environment::Prod, "p2")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(
+        store.balance(&o.id).await.expect("balance"),
+        UsdMicros(400_000)
+    );
+    // a sandbox purchase touches no credits, even when it costs more than the balance
+    let dev = purchase("p3", &o.id, Environment::Dev, "order-1", 5_000_000);
+    assert!(matches!(
+        create(&*store, dev).await,
+        PurchaseResult::Created(_)
+    ));
+    assert_eq!(
+        store.balance(&o.id).await.expect("balance"),
+        UsdMicros(400_000)
+    );
+    assert_eq!(
+        audit_ledger(&*store, &o.id).await.len(),
+        2,
+        "seed + one debit"
+    );
+
+    // reads are scoped to organisation and environment
+    assert_eq!(
+        store
+            .get_purchase(&o.id, Environment::Prod, "p1")
+            .await
+            .expect("get"),
+        Some(first.record.clone())
+    );
+    assert!(
+        store
+            .get_purchase(&o.id, Environment::Dev, "p1")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        store
+            .get_purchase("org_other", Environment::Prod, "p1")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let (prod, total) = store
+        .list_purchases(&o.id, Environment::Prod, &PurchaseFilter::default(), 10, 0)
+        .await
+        .expect("list");
+    assert_eq!((prod.len(), total), (1, 1));
+    let pending = PurchaseFilter {
+        status: Some(PurchaseStatus::Pending),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .list_purchases(&o.id, Environment::Prod, &pending, 10, 0)
+            .await
+            .expect("list")
+            .1,
+        1
+    );
+    let success = PurchaseFilter {
+        status: Some(PurchaseStatus::Success),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .list_purchases(&o.id, Environment::Prod, &success, 10, 0)
+            .await
+            .expect("list")
+            .1,
+        0
+    );
+    let by_ref = PurchaseFilter {
+        sku_reference: Some("5512345678".into()),
+        sku_id: Some("sku-tl-TEL010".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .list_purchases(&o.id, Environment::Prod, &by_ref, 10, 0)
+            .await
+            .expect("list")
+            .1,
+        1
+    );
+    let later = PurchaseFilter {
+        created_from: Some(ts(2_000)),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .list_purchases(&o.id, Environment::Prod, &later, 10, 0)
+            .await
+            .expect("list")
+            .1,
+        0
+    );
+}
+
+pub async fn a_batch_gives_each_purchase_its_own_outcome(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "batch", 1_000).await;
+    let a = purchase("b1", &o.id, Environment::Prod, "k1", 700);
+    let too_big = purchase("b2", &o.id, Environment::Prod, "k2", 700);
+    let dup = purchase("b3", &o.id, Environment::Prod, "k1", 700);
+    let c = purchase("b4", &o.id, Environment::Prod, "k4", 300);
+    let results = store
+        .create_purchases(&[a.clone(), too_big, dup, c.clone()])
+        .await
+        .expect("batch");
+    assert_eq!(
+        results,
+        vec![
+            PurchaseResult::Created(a.record.clone()),
+            PurchaseResult::InsufficientBalance,
+            PurchaseResult::Replayed(a.record),
+            PurchaseResult::Created(c.record),
+        ]
+    );
+    assert_eq!(store.balance(&o.id).await.expect("balance"), UsdMicros(0));
+    assert_eq!(audit_ledger(&*store, &o.id).await.len(), 3);
+}
+
+pub async fn concurrent_duplicates_create_one_purchase_per_key(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "dups", 100_000_000).await;
+    let mut tasks = Vec::new();
+    for key in 0..10 {
+        for attempt in 0..10 {
+            let store = store.clone();
+            let p = purchase(
+                &format!("d{key}-{attempt}"),
+                &o.id,
+                Environment::Prod,
+                &format!("key-{key}"),
+                1_000_000,
+            );
+            tasks.push(tokio::spawn(
+                async move { store.create_purchases(&[p]).await },
+            ));
+        }
+    }
+    let (mut created, mut replayed) = (0, 0);
+    for t in tasks {
+        match t.await.expect("task").expect("create").pop() {
+            Some(PurchaseResult::Created(_)) => created += 1,
+            Some(PurchaseResult::Replayed(_)) => replayed += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((created, replayed), (10, 90));
+    assert_eq!(
+        store.balance(&o.id).await.expect("balance"),
+        UsdMicros(90_000_000)
+    );
+    audit_ledger(&*store, &o.id).await;
+}
+
+pub async fn concurrent_purchases_never_overdraw(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "rush", 30_000).await;
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let store = store.clone();
+            let p = purchase(
+                &format!("r{i}"),
+                &o.id,
+                Environment::Prod,
+                &format!("rush-{i}"),
+                1_000,
+            );
+            tokio::spawn(async move { store.create_purchases(&[p]).await })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        match t.await.expect("task").expect("create").pop() {
+            Some(PurchaseResult::Created(_)) => created += 1,
+            Some(PurchaseResult::InsufficientBalance) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(created, 30, "exactly the purchases the balance covers");
+    assert_eq!(store.balance(&o.id).await.expect("balance"), UsdMicros(0));
+    let (_, stored) = store
+        .list_purchases(&o.id, Environment::Prod, &PurchaseFilter::default(), 1, 0)
+        .await
+        .expect("list");
+    assert_eq!(stored, 30, "refused purchases are not stored");
+    audit_ledger(&*store, &o.id).await;
+}
+
+pub async fn markups_prefer_the_sku_rule_over_the_category_rule(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "markup", 0).await;
+    let rule = |scope: &str, target: &str, percent: &str| MarkupRule {
+        org_id: o.id.clone(),
+        scope: scope.into(),
+        target: target.into(),
+        percent: percent.into(),
+        fixed: UsdMicros(10_000),
+        updated_at: ts(1),
+    };
+    assert!(
+        store
+            .markup_for(&o.id, "sku-a", "TELEFONIA")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    store
+        .set_markup(&rule("category", "TELEFONIA", "2"))
+        .await
+        .expect("set");
+    assert_eq!(
+        store
+            .markup_for(&o.id, "sku-a", "TELEFONIA")
+            .await
+            .expect("read")
+            .map(|r| r.percent),
+        Some("2".into())
+    );
+    store
+        .set_markup(&rule("sku", "sku-a", "1.5"))
+        .await
+        .expect("set");
+    assert_eq!(
+        store
+            .markup_for(&o.id, "sku-a", "TELEFONIA")
+            .await
+            .expect("read")
+            .map(|r| r.percent),
+        Some("1.5".into())
+    );
+    store
+        .set_markup(&rule("sku", "sku-a", "3"))
+        .await
+        .expect("replace");
+    assert_eq!(
+        store
+            .markup_for(&o.id, "sku-a", "TELEFONIA")
+            .await
+            .expect("read")
+            .map(|r| r.percent),
+        Some("3".into())
+    );
+    assert_eq!(
+        store
+            .markup_for(&o.id, "sku-b", "TELEFONIA")
+            .await
+            .expect("read")
+            .map(|r| r.percent),
+        Some("2".into())
+    );
+    assert!(matches!(
+        store
+            .set_markup(&MarkupRule {
+                org_id: "org_missing".into(),
+                ..rule("sku", "x", "1")
+            })
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
 }

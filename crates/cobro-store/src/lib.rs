@@ -17,7 +17,9 @@
 #![forbid(unsafe_code)]
 
 use async_trait::async_trait;
-use cobro_types::{CatalogEntry, Environment, Timestamp, UsdMicros};
+use cobro_types::{
+    CatalogEntry, Currency, Environment, MinorAmount, PurchaseStatus, Timestamp, UsdMicros,
+};
 
 pub mod codec;
 
@@ -98,6 +100,98 @@ pub struct NewLedgerEntry<'a> {
     pub note: Option<&'a str>,
     pub purchase_id: Option<&'a str>,
     pub at: Timestamp,
+}
+
+/// An organisation's markup rule for one SKU or one category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkupRule {
+    pub org_id: String,
+    /// `sku` or `category`.
+    pub scope: String,
+    /// The SKU id or the category wire name.
+    pub target: String,
+    /// Percentage as a decimal string, e.g. `2.5`.
+    pub percent: String,
+    pub fixed: UsdMicros,
+    pub updated_at: Timestamp,
+}
+
+/// A purchase as stored. Amounts are integers; `fx_rate` and `org_markup` are decimal text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchaseRecord {
+    pub id: String,
+    pub org_id: String,
+    pub environment: Environment,
+    pub idempotency_key: String,
+    pub request_hash: String,
+    pub status: PurchaseStatus,
+    pub api_public_key: String,
+    pub customer_id: String,
+    pub sku_id: String,
+    /// Snapshot of the SKU at purchase time, so history survives catalog changes.
+    pub sku_name: String,
+    pub carrier_name: String,
+    pub sku_reference: String,
+    pub amount: MinorAmount,
+    pub currency: Currency,
+    pub chain: String,
+    pub token: String,
+    pub wallet_address: String,
+    pub fx_rate: String,
+    pub base: UsdMicros,
+    pub markup: UsdMicros,
+    pub total: UsdMicros,
+    pub org_markup: Option<String>,
+    pub ledger_entry_id: String,
+    /// A dev-key purchase: no debit, no carrier, `SUCCESS` at once.
+    pub sandbox: bool,
+    pub file_number: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub confirmed_at: Option<Timestamp>,
+}
+
+/// An event to write to the outbox in the same transaction as the change it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub id: String,
+    /// e.g. `sku-purchase.completed`.
+    pub kind: String,
+    /// The JSON body delivered to webhook endpoints.
+    pub payload: String,
+}
+
+/// A purchase to create. For a real (prod) purchase the store debits `record.total` with a
+/// `purchase` ledger entry `record.ledger_entry_id` and queues a fulfilment job; for a
+/// sandbox purchase it does neither. `events` are written only if the purchase is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPurchase {
+    pub record: PurchaseRecord,
+    pub events: Vec<NewEvent>,
+}
+
+/// What happened to one purchase of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurchaseResult {
+    /// Stored (and debited, unless sandbox).
+    Created(PurchaseRecord),
+    /// The same idempotency key with the same request: the existing purchase, nothing done.
+    Replayed(PurchaseRecord),
+    /// The same idempotency key with a different request: nothing done.
+    KeyReused(PurchaseRecord),
+    /// Not enough credits: nothing stored, nothing debited.
+    InsufficientBalance,
+}
+
+/// Filters of the purchase list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurchaseFilter {
+    pub status: Option<PurchaseStatus>,
+    pub sku_id: Option<String>,
+    pub sku_reference: Option<String>,
+    pub created_from: Option<Timestamp>,
+    pub created_to: Option<Timestamp>,
 }
 
 /// A signing key of the built-in development issuer.
@@ -202,6 +296,40 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Every catalog record, inactive ones included.
     async fn list_catalog(&self) -> StoreResult<Vec<CatalogEntry>>;
+
+    /// Creates or replaces an organisation's markup rule (`NotFound` for an unknown org).
+    async fn set_markup(&self, rule: &MarkupRule) -> StoreResult<()>;
+
+    /// The rule for this SKU if there is one, else the rule for its category.
+    async fn markup_for(
+        &self,
+        org_id: &str,
+        sku_id: &str,
+        category: &str,
+    ) -> StoreResult<Option<MarkupRule>>;
+
+    /// Creates purchases, each all-or-nothing (idempotency check, debit, ledger entry,
+    /// purchase row, fulfilment job, outbox events), all in one commit. One result per input,
+    /// in order. Safe under concurrent duplicates, within the batch and across processes.
+    async fn create_purchases(&self, batch: &[NewPurchase]) -> StoreResult<Vec<PurchaseResult>>;
+
+    /// A purchase of this organisation and environment.
+    async fn get_purchase(
+        &self,
+        org_id: &str,
+        env: Environment,
+        id: &str,
+    ) -> StoreResult<Option<PurchaseRecord>>;
+
+    /// The organisation's purchases in this environment, newest first, and how many match.
+    async fn list_purchases(
+        &self,
+        org_id: &str,
+        env: Environment,
+        filter: &PurchaseFilter,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<(Vec<PurchaseRecord>, u64)>;
 
     /// The built-in issuer's signing keys, newest first.
     async fn issuer_keys(&self) -> StoreResult<Vec<IssuerKey>>;
