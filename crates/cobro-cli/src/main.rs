@@ -94,6 +94,32 @@ enum AdminCommand {
     /// The SKU catalog.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Per-SKU or per-category markups.
+    #[command(subcommand)]
+    Markup(MarkupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MarkupCommand {
+    /// Set an organisation's markup for a SKU or a category (a SKU rule wins).
+    Set {
+        #[arg(long)]
+        org: String,
+        #[arg(
+            long,
+            conflicts_with = "category",
+            required_unless_present = "category"
+        )]
+        sku: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        /// Percentage of the converted amount, e.g. 2.5.
+        #[arg(long)]
+        percent: Option<String>,
+        /// Fixed USD per purchase, e.g. 0.10.
+        #[arg(long)]
+        usd: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -284,6 +310,34 @@ async fn admin(config: Config, args: AdminArgs) -> anyhow::Result<()> {
                 format!(
                     "imported {} SKUs ({} active)",
                     summary.imported, summary.active
+                )
+            })
+        }
+        AdminCommand::Markup(MarkupCommand::Set {
+            org,
+            sku,
+            category,
+            percent,
+            usd,
+        }) => {
+            let target = match (sku, category) {
+                (Some(id), _) => admin::MarkupTarget::Sku(id),
+                (None, Some(c)) => admin::MarkupTarget::Category(c),
+                (None, None) => anyhow::bail!("give --sku or --category"),
+            };
+            let rule =
+                admin::set_markup(store, &org, target, percent.as_deref(), usd.as_deref()).await?;
+            let out = serde_json::json!({
+                "orgId": rule.org_id, "scope": rule.scope, "target": rule.target,
+                "percent": rule.percent, "usd": rule.fixed,
+            });
+            print_out(json, &out, || {
+                format!(
+                    "{} {}: {} % + {} USD",
+                    rule.scope,
+                    rule.target,
+                    rule.percent,
+                    rule.fixed.to_usd_string()
                 )
             })
         }

@@ -88,6 +88,39 @@ fn parse_u64(param: &str, value: &str) -> Result<u64, ParamError> {
     Ok(n)
 }
 
+/// Parses `page` (1..=MAX_POSITION).
+pub fn parse_page(value: &str) -> Result<u64, ParamError> {
+    let page = parse_u64("page", value)?;
+    if page == 0 {
+        return Err(ParamError::new("page", "pages are numbered from 1"));
+    }
+    Ok(page)
+}
+
+/// Parses `limit` (1..=MAX_LIMIT).
+pub fn parse_limit(value: &str) -> Result<u64, ParamError> {
+    let limit = parse_u64("limit", value)?;
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ParamError::new(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}, got {limit}"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// Parses `offset` (0..=MAX_POSITION).
+pub fn parse_offset(value: &str) -> Result<u64, ParamError> {
+    parse_u64("offset", value)
+}
+
+/// The `(offset, limit, page)` a query asks for: `offset` wins over `page`.
+pub fn window(page: Option<u64>, limit: Option<u64>, offset: Option<u64>) -> (u64, u64, u64) {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    let offset = offset.unwrap_or_else(|| (page.unwrap_or(1) - 1).saturating_mul(limit));
+    (offset, limit, offset / limit + 1)
+}
+
 fn one_of(values: &[&str]) -> String {
     format!("must be one of {}", values.join(", "))
 }
@@ -124,24 +157,9 @@ impl CatalogQuery {
                 continue;
             }
             match key {
-                "page" => {
-                    let page = parse_u64(key, value)?;
-                    if page == 0 {
-                        return Err(ParamError::new(key, "pages are numbered from 1"));
-                    }
-                    q.page = Some(page);
-                }
-                "limit" => {
-                    let limit = parse_u64(key, value)?;
-                    if !(1..=MAX_LIMIT).contains(&limit) {
-                        return Err(ParamError::new(
-                            key,
-                            format!("must be between 1 and {MAX_LIMIT}, got {limit}"),
-                        ));
-                    }
-                    q.limit = Some(limit);
-                }
-                "offset" => q.offset = Some(parse_u64(key, value)?),
+                "page" => q.page = Some(parse_page(value)?),
+                "limit" => q.limit = Some(parse_limit(value)?),
+                "offset" => q.offset = Some(parse_offset(value)?),
                 "provider" => {
                     q.provider = Some(Provider::parse(value).ok_or_else(|| {
                         ParamError::new(
@@ -378,11 +396,7 @@ impl Catalog {
 
     /// One page of the SKUs matching `q`.
     pub fn list(&self, q: &CatalogQuery) -> Paginated<Sku> {
-        let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-        let offset = q
-            .offset
-            .unwrap_or_else(|| (q.page.unwrap_or(1) - 1).saturating_mul(limit));
-        let page = offset / limit + 1;
+        let (offset, limit, page) = window(q.page, q.limit, q.offset);
         let mut total: u64 = 0;
         let mut data = Vec::new();
         for item in self.items.iter().filter(|i| q.matches(i)) {

@@ -19,7 +19,10 @@
 
 use std::time::Duration;
 
-use cobro_types::{CHIPI_API_VERSION, ErrorBody, Paginated, Sku};
+use cobro_types::{
+    CHIPI_API_VERSION, CreateSkuPurchaseInput, ErrorBody, LedgerEntryView, OrgBalance, Paginated,
+    Sku, Transaction,
+};
 use serde::de::DeserializeOwned;
 
 /// What can go wrong when calling the API.
@@ -179,15 +182,82 @@ impl Client {
         self.get(&path, &query).await
     }
 
+    /// Converts an amount to USD at the server's current rate (`getUsdAmount`).
+    pub async fn usd_amount(&self, currency_amount: &str, currency: &str) -> Result<f64, Error> {
+        let q = [
+            ("currencyAmount", currency_amount.to_string()),
+            ("currency", currency.to_string()),
+        ];
+        self.get("/v1/exchanges/usd-amount", &q).await
+    }
+
+    /// Buys a SKU. The answer says whether it was a replay of an earlier request with the
+    /// same `transactionHash` (the idempotency key).
+    pub async fn create_purchase(
+        &self,
+        input: &CreateSkuPurchaseInput,
+    ) -> Result<Created<Transaction>, Error> {
+        let (value, headers) = self
+            .send(reqwest::Method::POST, "/v1/sku-purchases", &[], Some(input))
+            .await?;
+        let replayed = headers
+            .get("idempotent-replayed")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        Ok(Created { value, replayed })
+    }
+
+    /// One purchase.
+    pub async fn get_purchase(&self, id: &str) -> Result<Transaction, Error> {
+        self.get(
+            &format!("/v1/sku-purchases/{}", encode_path_segment(id)),
+            &[],
+        )
+        .await
+    }
+
+    /// Purchases, newest first; `query` holds `page`, `limit`, `status`, `skuId`, … pairs.
+    pub async fn list_purchases(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<Paginated<Transaction>, Error> {
+        self.get("/v1/sku-purchases", query).await
+    }
+
+    /// The organisation's credits (secret key).
+    pub async fn balance(&self) -> Result<OrgBalance, Error> {
+        self.get("/v1/balance", &[]).await
+    }
+
+    /// The organisation's ledger, newest first (secret key).
+    pub async fn ledger_entries(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<Paginated<LedgerEntryView>, Error> {
+        self.get("/v1/ledger-entries", query).await
+    }
+
     /// A GET on any API path, decoded as `T`.
     pub async fn get<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, Error> {
+        self.send::<T, ()>(reqwest::Method::GET, path, query, None)
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// Any request, decoded as `T`, with the response headers.
+    pub async fn send<T: DeserializeOwned, B: serde::Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+    ) -> Result<(T, reqwest::header::HeaderMap), Error> {
         let mut req = self
             .http
-            .get(format!("{}{}", self.base, path))
+            .request(method, format!("{}{}", self.base, path))
             .query(&[("__chipi_api_version", CHIPI_API_VERSION)])
             .query(query);
         if let Some(k) = &self.api_key {
@@ -196,24 +266,28 @@ impl Client {
         if let Some(t) = &self.bearer {
             req = req.bearer_auth(t);
         }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
         let resp = req
             .send()
             .await
             .map_err(|e| Error::Transport(e.to_string()))?;
         let status = resp.status();
-        let request_id = resp
-            .headers()
+        let headers = resp.headers().clone();
+        let request_id = headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = resp
+        let bytes = resp
             .bytes()
             .await
             .map_err(|e| Error::Transport(e.to_string()))?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()));
+            let value = serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))?;
+            return Ok((value, headers));
         }
-        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(b) => Error::Api {
                 status: status.as_u16(),
                 code: b.code,
@@ -224,12 +298,20 @@ impl Client {
             Err(_) => Error::Api {
                 status: status.as_u16(),
                 code: format!("HTTP_{}", status.as_u16()),
-                message: String::from_utf8_lossy(&body).chars().take(500).collect(),
+                message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
                 param: None,
                 request_id,
             },
         })
     }
+}
+
+/// A created resource, and whether the answer was an idempotent replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created<T> {
+    pub value: T,
+    /// `true` when the server answered with an existing resource (`Idempotent-Replayed: true`).
+    pub replayed: bool,
 }
 
 /// Percent-encodes one path segment (RFC 3986 unreserved characters pass through).

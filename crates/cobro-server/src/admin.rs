@@ -217,6 +217,58 @@ pub async fn mint_token(
     Ok(TokenIssued { token, expires_at })
 }
 
+/// What a markup applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkupTarget {
+    Sku(String),
+    Category(String),
+}
+
+/// Sets an organisation's markup for a SKU or a category: a percentage of the converted amount
+/// and/or a fixed USD amount per purchase. A SKU rule wins over its category's.
+pub async fn set_markup(
+    store: &dyn Store,
+    org_id: &str,
+    target: MarkupTarget,
+    percent: Option<&str>,
+    usd: Option<&str>,
+) -> Result<cobro_store::MarkupRule, AdminError> {
+    if percent.is_none() && usd.is_none() {
+        return Err(AdminError::Invalid("give --percent, --usd or both".into()));
+    }
+    let pct = rust_decimal::Decimal::from_str_exact(percent.unwrap_or("0"))
+        .map_err(|e| AdminError::Invalid(format!("--percent: {e}")))?;
+    if pct.is_sign_negative() || pct > rust_decimal::Decimal::ONE_HUNDRED {
+        return Err(AdminError::Invalid(
+            "--percent must be between 0 and 100".into(),
+        ));
+    }
+    let fixed = UsdMicros::parse_usd(usd.unwrap_or("0"))
+        .map_err(|e| AdminError::Invalid(format!("--usd: {e}")))?;
+    let (scope, target) = match target {
+        MarkupTarget::Sku(id) => ("sku", id),
+        MarkupTarget::Category(c) => {
+            let cat = cobro_types::SkuCategory::parse(&c)
+                .ok_or_else(|| AdminError::Invalid(format!("unknown category {c:?}")))?;
+            ("category", cat.as_str().to_string())
+        }
+    };
+    let rule = cobro_store::MarkupRule {
+        org_id: org_id.to_string(),
+        scope: scope.into(),
+        target,
+        percent: pct.normalize().to_string(),
+        fixed,
+        updated_at: Timestamp::now(),
+    };
+    match store.set_markup(&rule).await {
+        Err(StoreError::NotFound(_)) => {
+            Err(AdminError::NotFound(format!("no organisation {org_id}")))
+        }
+        other => other.map(|()| rule).map_err(AdminError::from),
+    }
+}
+
 /// Result of a catalog import.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -13,7 +13,7 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 /// The sections of the configuration file; used to map `COBRO_SECTION_KEY` variables.
-const SECTIONS: &[&str] = &["database", "http", "auth", "demo", "log"];
+const SECTIONS: &[&str] = &["database", "http", "auth", "demo", "log", "fx", "purchases"];
 
 /// The whole configuration of a cobro process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +26,36 @@ pub struct Config {
     pub auth: AuthConfig,
     pub demo: DemoConfig,
     pub log: LogConfig,
+    pub fx: FxConfig,
+    pub purchases: PurchasesConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FxConfig {
+    /// USD per Mexican peso (the fixed-table rate source), e.g. "0.0588".
+    pub mxn_usd: String,
+}
+
+impl Default for FxConfig {
+    fn default() -> Self {
+        FxConfig {
+            mxn_usd: "0.0588".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PurchasesConfig {
+    /// Most purchases written in one database commit (group commit under load).
+    pub max_batch: usize,
+}
+
+impl Default for PurchasesConfig {
+    fn default() -> Self {
+        PurchasesConfig { max_batch: 128 }
+    }
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +167,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             demo: DemoConfig::default(),
             log: LogConfig::default(),
+            fx: FxConfig::default(),
+            purchases: PurchasesConfig::default(),
         }
     }
 }
@@ -250,7 +282,17 @@ impl Config {
     /// limit, sane limits).
     pub fn validate(&self) -> Result<(), String> {
         let a = &self.auth;
-        let checks: [(bool, &str); 6] = [
+        let rate_ok = rust_decimal::Decimal::from_str_exact(&self.fx.mxn_usd)
+            .is_ok_and(|d| d > rust_decimal::Decimal::ZERO);
+        let checks: [(bool, &str); 8] = [
+            (
+                rate_ok,
+                "fx.mxn_usd must be a positive decimal such as \"0.0588\"",
+            ),
+            (
+                (1..=1000).contains(&self.purchases.max_batch),
+                "purchases.max_batch must be 1..=1000",
+            ),
             (
                 (50..=10_000).contains(&a.refresh_interval_ms),
                 "auth.refresh_interval_ms must be 50..=10000 (revoked keys must stop working within 10 s)",

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod purchases;
 pub mod routes;
 pub mod server;
 pub mod store;
@@ -48,6 +49,10 @@ pub struct App {
     pub jwt: JwtVerifier,
     pub issuer: BuiltinIssuer,
     pub metrics: Arc<Metrics>,
+    /// Where exchange rates come from (a fixed table from `[fx]` by default).
+    pub rates: Arc<dyn cobro_domain::pricing::RateSource>,
+    /// Groups concurrent purchases into shared commits.
+    pub writer: purchases::PurchaseWriter,
     catalog: RwLock<Arc<Catalog>>,
     versions: Mutex<ChangeVersions>,
 }
@@ -69,7 +74,16 @@ impl App {
         };
         let jwt = JwtVerifier::new(settings, &issuer.jwks(), metrics.clone())
             .map_err(anyhow::Error::msg)?;
+        let mxn_usd = rust_decimal::Decimal::from_str_exact(&config.fx.mxn_usd)
+            .map_err(|e| anyhow::anyhow!("fx.mxn_usd: {e}"))?;
+        let rates = Arc::new(
+            cobro_domain::pricing::FixedRates::new(mxn_usd)
+                .map_err(|e| anyhow::anyhow!("fx.mxn_usd: {e}"))?,
+        );
+        let writer = purchases::PurchaseWriter::start(store.clone(), config.purchases.max_batch);
         let app = App {
+            rates,
+            writer,
             config,
             store,
             keys: KeyRing::default(),

@@ -1,13 +1,16 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and served at
 //! `/openapi.json`.
 
-use cobro_types::{Currency, ErrorBody, ErrorClass, Paginated, Provider, Sku, SkuCategory};
+use cobro_types::{
+    CreateSkuPurchaseInput, Currency, ErrorBody, ErrorClass, LedgerEntryView, OrgBalance,
+    Paginated, Provider, PurchaseStatus, Sku, SkuCategory, Transaction,
+};
 use utoipa::{
     Modify, OpenApi,
     openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{catalog, system};
+use crate::routes::{catalog, exchange, org, purchases, system};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -16,11 +19,21 @@ use crate::routes::{catalog, system};
         description = "Bill payments and pay-per-request gateway, wire-compatible with Chipi Pay's Bills API. \
                        Every error has the `ErrorBody` shape; match on its `code`.",
     ),
-    paths(catalog::list_skus, catalog::get_sku, system::healthz, system::readyz, system::jwks),
-    components(schemas(ErrorBody, ErrorClass, Sku, SkuCategory, Provider, Currency, Paginated<Sku>)),
+    paths(
+        catalog::list_skus, catalog::get_sku, exchange::usd_amount,
+        purchases::create_purchase, purchases::get_purchase, purchases::list_purchases,
+        org::balance, org::ledger_entries,
+        system::healthz, system::readyz, system::jwks,
+    ),
+    components(schemas(
+        ErrorBody, ErrorClass, Sku, SkuCategory, Provider, Currency, Paginated<Sku>,
+        CreateSkuPurchaseInput, Transaction, PurchaseStatus, OrgBalance, LedgerEntryView,
+    )),
     modifiers(&Security),
     tags(
         (name = "catalog", description = "The SKUs that can be bought"),
+        (name = "purchases", description = "Buying SKUs with the organisation's credits"),
+        (name = "organisation", description = "Credits and ledger (secret key)"),
         (name = "operations", description = "Health, readiness, keys"),
     )
 )]

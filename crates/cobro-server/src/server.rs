@@ -12,7 +12,7 @@ use axum::{
     http::header,
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use cobro_store::Store;
 use cobro_types::ErrorCode;
@@ -22,7 +22,7 @@ use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 use crate::{
     App, AppState, Config,
     error::{ApiError, render_errors},
-    routes::{catalog, system},
+    routes::{catalog, exchange, org, purchases, system},
     telemetry,
 };
 
@@ -51,6 +51,14 @@ pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/v1/skus", get(catalog::list_skus))
         .route("/v1/skus/{id}", get(catalog::get_sku))
+        .route("/v1/exchanges/usd-amount", get(exchange::usd_amount))
+        .route(
+            "/v1/sku-purchases",
+            post(purchases::create_purchase).get(purchases::list_purchases),
+        )
+        .route("/v1/sku-purchases/{id}", get(purchases::get_purchase))
+        .route("/v1/balance", get(org::balance))
+        .route("/v1/ledger-entries", get(org::ledger_entries))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))

@@ -715,6 +715,16 @@ impl Store for PgStore {
         .collect()
     }
 
+    async fn count_ledger_entries(&self, org_id: &str) -> StoreResult<u64> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM ledger_entries WHERE org_id = $1")
+            .bind(org_id)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn upsert_catalog(&self, entries: &[CatalogEntry], at: Timestamp) -> StoreResult<usize> {
         let mut tx = self.begin_write().await?;
         let n = upsert_skus(&mut tx, entries, at).await?;

@@ -290,6 +290,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         offset: u64,
     ) -> StoreResult<Vec<LedgerEntry>>;
 
+    /// How many ledger entries the organisation has.
+    async fn count_ledger_entries(&self, org_id: &str) -> StoreResult<u64>;
+
     /// Inserts or updates catalog records by id (created_at is kept on update).
     /// Returns how many records were written.
     async fn upsert_catalog(&self, entries: &[CatalogEntry], at: Timestamp) -> StoreResult<usize>;

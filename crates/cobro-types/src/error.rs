@@ -116,6 +116,16 @@ error_codes! {
     SkuNotFound => ("SKU_NOT_FOUND", 404, NotFound),
     /// The organisation does not exist.
     OrgNotFound => ("ORG_NOT_FOUND", 404, NotFound),
+    /// No purchase with this id in the caller's organisation and environment.
+    PurchaseNotFound => ("PURCHASE_NOT_FOUND", 404, NotFound),
+
+    // -- money and conflicts ---------------------------------------------------------------------
+    /// The organisation's credits do not cover the purchase; nothing was stored or debited.
+    InsufficientBalance => ("INSUFFICIENT_BALANCE", 402, InsufficientFunds),
+    /// The idempotency key (`transactionHash`) was used before with a different request.
+    IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", 422, Conflict),
+    /// No carrier can fulfil production purchases right now; nothing was debited.
+    CarrierUnavailable => ("CARRIER_UNAVAILABLE", 503, UpstreamError),
 
     // -- 5xx -------------------------------------------------------------------------------------
     /// The key's JWKS could not be fetched and no cached copy can verify the token.

@@ -1,4 +1,7 @@
 //! HTTP handlers, one module per resource.
 
 pub mod catalog;
+pub mod exchange;
+pub mod org;
+pub mod purchases;
 pub mod system;
