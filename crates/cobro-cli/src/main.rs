@@ -43,6 +43,10 @@ enum Command {
         /// Write the server's base URL to this file once it is listening (for scripts).
         #[arg(long, value_name = "PATH")]
         ready_file: Option<PathBuf>,
+        /// Run the carrier simulator in-process and send production purchases to it (demos;
+        /// nothing real is recharged).
+        #[arg(long)]
+        carrier_sim: bool,
     },
     /// Apply pending database migrations and exit.
     Migrate,
@@ -212,11 +216,21 @@ async fn serve(
     mut config: Config,
     listen: Option<String>,
     ready_file: Option<PathBuf>,
+    carrier_sim: bool,
 ) -> anyhow::Result<()> {
     if let Some(listen) = listen {
         config.listen = listen;
     }
     telemetry::init_tracing(&config.log.format, &config.log.filter);
+    let sim = if carrier_sim {
+        let sim = carrier_sim::spawn(carrier_sim::SimConfig::default(), "127.0.0.1:0")
+            .await
+            .context("starting the in-process carrier simulator")?;
+        config.carrier.url = sim.url();
+        Some(sim)
+    } else {
+        None
+    };
     tracing::info!(database = %cobro_server::config::redact_url(&config.database.url), "opening database");
     let store = store::open(&config.database)
         .await
@@ -229,6 +243,15 @@ async fn serve(
     let mut stdout = std::io::stdout().lock();
     if let Some(demo) = &demo {
         writeln!(stdout, "{}", bootstrap::quickstart(demo, &url))?;
+    }
+    match (&sim, running.app.config.carrier.url.as_str()) {
+        (Some(sim), _) => writeln!(
+            stdout,
+            "carrier: carrier-sim, in-process at {} (SIMULATED: production purchases are not real recharges)",
+            sim.url()
+        )?,
+        (None, "") => {} // the default: later starts print only where the server listens
+        (None, carrier) => writeln!(stdout, "carrier: {carrier}")?,
     }
     writeln!(stdout, "cobro listening on {url}")?;
     stdout.flush()?;
@@ -352,7 +375,11 @@ async fn admin(config: Config, args: AdminArgs) -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli)?;
     match cli.command {
-        Command::Serve { listen, ready_file } => serve(config, listen, ready_file).await,
+        Command::Serve {
+            listen,
+            ready_file,
+            carrier_sim,
+        } => serve(config, listen, ready_file, carrier_sim).await,
         Command::Migrate => {
             store::open(&config.database)
                 .await

@@ -323,7 +323,7 @@ fn the_first_start_quickstart_works_when_pasted_and_later_starts_are_quiet() {
         .map(|l| l.trim())
         .filter(|l| l.starts_with("curl "))
         .collect();
-    assert_eq!(curls.len(), 2, "{text}");
+    assert_eq!(curls.len(), 4, "catalog, SKU, purchase, status: {text}");
     for curl in curls {
         // pasted into a shell, as printed, with -f so an HTTP error fails the command
         let out = Command::new("bash")

@@ -114,6 +114,16 @@ pub fn quickstart(setup: &DemoSetup, base_url: &str) -> String {
         "  # one SKU, in Spanish".to_string(),
         format!("  curl -s '{base_url}/v1/skus/sku-tl-TEL010?locale=es' {auth}"),
         String::new(),
+        "  # buy a Telcel $10 recharge (dev key: the sandbox, SUCCESS at once, no credits move)"
+            .to_string(),
+        format!(
+            "  curl -s -X POST '{base_url}/v1/sku-purchases' {auth} -H 'Content-Type: application/json' -d '{}'",
+            r#"{"transactionHash":"quickstart-order-1","skuId":"sku-tl-TEL010","skuReference":"5512345678","currencyAmount":10,"chain":"STARKNET","token":"USDC","walletAddress":"0x0"}"#
+        ),
+        String::new(),
+        "  # its status (newest purchase first)".to_string(),
+        format!("  curl -s '{base_url}/v1/sku-purchases?limit=1' {auth}"),
+        String::new(),
         format!(
             "More: {base_url}/openapi.json, and `cobro admin token --key {} --sub SOMEONE` for new tokens.",
             setup.dev.public_key

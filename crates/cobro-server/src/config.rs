@@ -13,7 +13,16 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 /// The sections of the configuration file; used to map `COBRO_SECTION_KEY` variables.
-const SECTIONS: &[&str] = &["database", "http", "auth", "demo", "log", "fx", "purchases"];
+const SECTIONS: &[&str] = &[
+    "database",
+    "http",
+    "auth",
+    "demo",
+    "log",
+    "fx",
+    "purchases",
+    "carrier",
+];
 
 /// The whole configuration of a cobro process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +37,43 @@ pub struct Config {
     pub log: LogConfig,
     pub fx: FxConfig,
     pub purchases: PurchasesConfig,
+    pub carrier: CarrierConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CarrierConfig {
+    /// Base URL of the carrier aggregator (the protocol of docs/carrier-protocol.md). Empty: no
+    /// carrier, and production purchases are refused with CARRIER_UNAVAILABLE before any debit.
+    pub url: String,
+    /// Timeout of one call to the carrier.
+    pub timeout_ms: u64,
+    /// How long a worker holds a claimed purchase; must exceed two carrier calls.
+    pub lease_ms: u64,
+    /// How often an idle worker looks for work.
+    pub poll_interval_ms: u64,
+    /// Most purchases a worker takes per round.
+    pub batch: u32,
+    /// First retry delay; it doubles per attempt up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Attempts after which a purchase is flagged as stuck (and still retried).
+    pub flag_after_attempts: u32,
+}
+
+impl Default for CarrierConfig {
+    fn default() -> Self {
+        CarrierConfig {
+            url: String::new(),
+            timeout_ms: 10_000,
+            lease_ms: 60_000,
+            poll_interval_ms: 200,
+            batch: 32,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            flag_after_attempts: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,6 +215,7 @@ impl Default for Config {
             log: LogConfig::default(),
             fx: FxConfig::default(),
             purchases: PurchasesConfig::default(),
+            carrier: CarrierConfig::default(),
         }
     }
 }
@@ -284,7 +331,22 @@ impl Config {
         let a = &self.auth;
         let rate_ok = rust_decimal::Decimal::from_str_exact(&self.fx.mxn_usd)
             .is_ok_and(|d| d > rust_decimal::Decimal::ZERO);
-        let checks: [(bool, &str); 8] = [
+        let c = &self.carrier;
+        let checks: [(bool, &str); 11] = [
+            (
+                c.lease_ms > c.timeout_ms.saturating_mul(2),
+                "carrier.lease_ms must exceed twice carrier.timeout_ms",
+            ),
+            (
+                (1..=1000).contains(&c.batch)
+                    && c.retry_base_ms >= 1
+                    && c.retry_max_ms >= c.retry_base_ms,
+                "carrier.batch must be 1..=1000 and 1 <= carrier.retry_base_ms <= carrier.retry_max_ms",
+            ),
+            (
+                c.url.is_empty() || c.url.starts_with("http://") || c.url.starts_with("https://"),
+                "carrier.url must be empty or an http(s) URL",
+            ),
             (
                 rate_ok,
                 "fx.mxn_usd must be a positive decimal such as \"0.0588\"",

@@ -25,6 +25,7 @@ pub mod routes;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod workers;
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -53,6 +54,8 @@ pub struct App {
     pub rates: Arc<dyn cobro_domain::pricing::RateSource>,
     /// Groups concurrent purchases into shared commits.
     pub writer: purchases::PurchaseWriter,
+    /// The carrier for production purchases (`carrier.url`); `None` refuses them.
+    pub carrier: Option<Arc<dyn cobro_carriers::Carrier>>,
     catalog: RwLock<Arc<Catalog>>,
     versions: Mutex<ChangeVersions>,
 }
@@ -81,7 +84,17 @@ impl App {
                 .map_err(|e| anyhow::anyhow!("fx.mxn_usd: {e}"))?,
         );
         let writer = purchases::PurchaseWriter::start(store.clone(), config.purchases.max_batch);
+        let carrier: Option<Arc<dyn cobro_carriers::Carrier>> = if config.carrier.url.is_empty() {
+            None
+        } else {
+            let timeout = std::time::Duration::from_millis(config.carrier.timeout_ms);
+            Some(Arc::new(
+                cobro_carriers::HttpCarrier::new(&config.carrier.url, timeout)
+                    .map_err(anyhow::Error::msg)?,
+            ))
+        };
         let app = App {
+            carrier,
             rates,
             writer,
             config,

@@ -20,7 +20,7 @@ use crate::routes::{catalog, exchange, org, purchases, system};
                        Every error has the `ErrorBody` shape; match on its `code`.",
     ),
     paths(
-        catalog::list_skus, catalog::get_sku, exchange::usd_amount,
+        catalog::list_skus, catalog::get_sku, catalog::check_reference, exchange::usd_amount,
         purchases::create_purchase, purchases::get_purchase, purchases::list_purchases,
         org::balance, org::ledger_entries,
         system::healthz, system::readyz, system::jwks,

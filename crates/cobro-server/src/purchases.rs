@@ -140,7 +140,7 @@ pub fn build(
         org_markup: valid.org_markup.clone(),
         ledger_entry_id,
         sandbox,
-        file_number: sandbox.then(|| format!("dev-sandbox-{}", now.unix_millis())),
+        file_number: sandbox.then(|| cobro_carriers::SandboxCarrier::file_number(now)),
         error_message: None,
         created_at: now,
         updated_at: now,

@@ -51,6 +51,10 @@ pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/v1/skus", get(catalog::list_skus))
         .route("/v1/skus/{id}", get(catalog::get_sku))
+        .route(
+            "/v1/skus/{id}/check-reference",
+            post(catalog::check_reference),
+        )
         .route("/v1/exchanges/usd-amount", get(exchange::usd_amount))
         .route(
             "/v1/sku-purchases",
@@ -90,6 +94,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     refresher: JoinHandle<()>,
+    worker: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -102,6 +107,9 @@ impl RunningServer {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         self.refresher.await.ok();
+        if let Some(worker) = self.worker {
+            worker.await.ok();
+        }
         self.http.await??;
         Ok(())
     }
@@ -124,6 +132,15 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
     let (shutdown, mut stop_http) = watch::channel(false);
 
     let refresher = tokio::spawn(refresh_loop(app.clone(), shutdown.subscribe()));
+    let worker = app.carrier.clone().map(|carrier| {
+        let w = crate::workers::fulfilment::FulfilmentWorker::new(
+            app.store.clone(),
+            carrier,
+            app.config.carrier.clone(),
+            app.metrics.clone(),
+        );
+        tokio::spawn(w.run(shutdown.subscribe()))
+    });
     let service = router(app.clone());
     let http = tokio::spawn(async move {
         axum::serve(listener, service)
@@ -138,6 +155,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
         shutdown,
         http,
         refresher,
+        worker,
     })
 }
 

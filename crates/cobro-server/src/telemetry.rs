@@ -83,6 +83,12 @@ pub struct Metrics {
     pub catalog_skus: Gauge,
     /// API keys in the in-memory snapshot (revoked included).
     pub api_keys: Gauge,
+    /// Carrier call outcomes (`success`, `failed`, `pending`, `retry`, `unknown`, `not_found`).
+    pub fulfilment_outcomes: Family<OutcomeLabels, Counter>,
+    /// Purchases awaiting fulfilment.
+    pub fulfilment_open: Gauge,
+    /// Of those, purchases retried beyond the limit.
+    pub fulfilment_flagged: Gauge,
 }
 
 fn duration_histogram() -> Histogram {
@@ -103,6 +109,24 @@ impl Default for Metrics {
         let auth_failures = Family::<OutcomeLabels, Counter>::default();
         let catalog_skus = Gauge::default();
         let api_keys = Gauge::default();
+        let fulfilment_outcomes = Family::<OutcomeLabels, Counter>::default();
+        let fulfilment_open = Gauge::default();
+        let fulfilment_flagged = Gauge::default();
+        registry.register(
+            "fulfilment_outcomes",
+            "Carrier call outcomes",
+            fulfilment_outcomes.clone(),
+        );
+        registry.register(
+            "fulfilment_open",
+            "Purchases awaiting fulfilment",
+            fulfilment_open.clone(),
+        );
+        registry.register(
+            "fulfilment_flagged",
+            "Purchases retried beyond the limit",
+            fulfilment_flagged.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by method, route template and status",
@@ -141,6 +165,9 @@ impl Default for Metrics {
             auth_failures,
             catalog_skus,
             api_keys,
+            fulfilment_outcomes,
+            fulfilment_open,
+            fulfilment_flagged,
         }
     }
 }

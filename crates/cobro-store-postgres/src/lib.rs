@@ -11,11 +11,11 @@ use std::{borrow::Cow, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use cobro_store::{
-    ApiKeyRecord, ChangeVersions, DemoBootstrap, IssuerKey, LedgerEntry, MarkupRule,
-    NewLedgerEntry, NewPurchase, Org, PurchaseFilter, PurchaseRecord, PurchaseResult, Store,
-    StoreError, StoreResult, codec,
+    ApiKeyRecord, ChangeVersions, ClaimedJob, DemoBootstrap, FinishPurchase, FulfilmentBacklog,
+    IssuerKey, LedgerEntry, MarkupRule, NewLedgerEntry, NewPurchase, Org, PurchaseFilter,
+    PurchaseRecord, PurchaseResult, Store, StoreError, StoreResult, codec,
 };
-use cobro_types::{CatalogEntry, Environment, MinorAmount, Timestamp, UsdMicros};
+use cobro_types::{CatalogEntry, Environment, MinorAmount, PurchaseStatus, Timestamp, UsdMicros};
 use sqlx::{
     PgConnection, Row, SqlSafeStr,
     migrate::{Migration, MigrationType, Migrator},
@@ -505,6 +505,14 @@ async fn create_one(conn: &mut PgConnection, p: &NewPurchase) -> StoreResult<Pur
     }
 }
 
+/// Claims due jobs; `SKIP LOCKED` lets concurrent workers take disjoint jobs without waiting.
+const CLAIM_SQL: &str = "WITH due AS (SELECT purchase_id FROM fulfilment_jobs \
+        WHERE next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+        ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+    UPDATE fulfilment_jobs j SET lease_owner = $1, lease_until = $2, attempts = j.attempts + 1 \
+    FROM due WHERE j.purchase_id = due.purchase_id \
+    RETURNING j.purchase_id, j.attempts";
+
 const KEY_COLUMNS: &str = "public_key, org_id, environment, secret_hash, jwks_url, issuer, audience, created_at, revoked_at";
 
 #[async_trait]
@@ -873,6 +881,163 @@ impl Store for PgStore {
             .map(purchase_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
         Ok((records, u64::try_from(total).unwrap_or(0)))
+    }
+
+    async fn claim_fulfilment_jobs(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        let mut tx = self.begin_write().await?;
+        let claimed = sqlx::query(CLAIM_SQL)
+            .bind(owner)
+            .bind(now.unix_millis().saturating_add(lease_ms))
+            .bind(now.unix_millis())
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let mut jobs = Vec::with_capacity(claimed.len());
+        for row in &claimed {
+            let id: String = row.try_get(0).map_err(db_err)?;
+            let attempt: i64 = row.try_get(1).map_err(db_err)?;
+            sqlx::query("UPDATE purchases SET status = 'PROCESSING', updated_at = $1 WHERE id = $2 AND status = 'PENDING'")
+                .bind(now.unix_millis())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id = $1"
+            ));
+            let row = sqlx::query(sql)
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            jobs.push(ClaimedJob {
+                purchase: purchase_from_row(&row)?,
+                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+            });
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(jobs)
+    }
+
+    async fn finish_purchase(&self, f: &FinishPurchase) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let held = sqlx::query("DELETE FROM fulfilment_jobs WHERE purchase_id = $1 AND lease_owner = $2 RETURNING purchase_id")
+            .bind(&f.purchase_id)
+            .bind(&f.owner)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if held.is_none() {
+            return Ok(false); // the lease moved to another worker, or the job is done
+        }
+        let row = sqlx::query(
+            "UPDATE purchases SET status = $1, file_number = $2, error_message = $3, updated_at = $4, confirmed_at = $5
+             WHERE id = $6 AND status IN ('PENDING', 'PROCESSING') RETURNING org_id, total_micros",
+        )
+        .bind(f.status.as_str())
+        .bind(&f.file_number)
+        .bind(&f.error_message)
+        .bind(f.at.unix_millis())
+        .bind((f.status == PurchaseStatus::Success).then(|| f.at.unix_millis()))
+        .bind(&f.purchase_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else {
+            return Err(StoreError::Corrupt(format!(
+                "purchase {} had a job but is already final",
+                f.purchase_id
+            )));
+        };
+        let org_id: String = row.try_get(0).map_err(db_err)?;
+        let total: i64 = row.try_get(1).map_err(db_err)?;
+        if let Some(refund_id) = &f.refund_entry_id
+            && total > 0
+        {
+            append_entry(
+                &mut tx,
+                &NewLedgerEntry {
+                    id: refund_id,
+                    org_id: &org_id,
+                    kind: "refund",
+                    amount: UsdMicros(total),
+                    note: f.error_message.as_deref(),
+                    purchase_id: Some(&f.purchase_id),
+                    at: f.at,
+                },
+            )
+            .await?;
+        }
+        let env: String = sqlx::query("SELECT environment FROM purchases WHERE id = $1")
+            .bind(&f.purchase_id)
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db_err)?;
+        for e in &f.events {
+            sqlx::query(
+                "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&e.id)
+            .bind(&org_id)
+            .bind(&env)
+            .bind(&e.kind)
+            .bind(&f.purchase_id)
+            .bind(&e.payload)
+            .bind(f.at.unix_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn retry_fulfilment(
+        &self,
+        purchase_id: &str,
+        owner: &str,
+        next_attempt_at: Timestamp,
+        error: &str,
+        flag_at: Option<Timestamp>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE fulfilment_jobs SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $1, last_error = $2,
+                 flagged_at = COALESCE(flagged_at, $3)
+             WHERE purchase_id = $4 AND lease_owner = $5",
+        )
+        .bind(next_attempt_at.unix_millis())
+        .bind(error)
+        .bind(flag_at.map(Timestamp::unix_millis))
+        .bind(purchase_id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fulfilment_backlog(&self) -> StoreResult<FulfilmentBacklog> {
+        let row = sqlx::query("SELECT COUNT(*), COUNT(flagged_at) FROM fulfilment_jobs")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let open: i64 = row.try_get(0).map_err(db_err)?;
+        let flagged: i64 = row.try_get(1).map_err(db_err)?;
+        Ok(FulfilmentBacklog {
+            open: u64::try_from(open).unwrap_or(0),
+            flagged: u64::try_from(flagged).unwrap_or(0),
+        })
     }
 
     async fn issuer_keys(&self) -> StoreResult<Vec<IssuerKey>> {

@@ -57,7 +57,10 @@ CREATE TABLE fulfilment_jobs (
     next_attempt_at  INTEGER NOT NULL,
     lease_owner      TEXT,
     lease_until      INTEGER,
-    last_error       TEXT
+    last_error       TEXT,
+    -- Set when a purchase has been retried beyond the configured limit: it is still retried,
+    -- and operators are told (metrics, logs), but never silently dropped.
+    flagged_at       INTEGER
 );
 CREATE INDEX fulfilment_jobs_due ON fulfilment_jobs (next_attempt_at);
 

@@ -13,8 +13,9 @@ use cobro_types::{
 };
 
 use crate::{
-    ApiKeyRecord, DemoBootstrap, IssuerKey, LedgerEntry, MarkupRule, NewEvent, NewPurchase, Org,
-    PurchaseFilter, PurchaseRecord, PurchaseResult, Store, StoreError,
+    ApiKeyRecord, DemoBootstrap, FinishPurchase, FulfilmentBacklog, IssuerKey, LedgerEntry,
+    MarkupRule, NewEvent, NewPurchase, Org, PurchaseFilter, PurchaseRecord, PurchaseResult, Store,
+    StoreError,
 };
 use cobro_types::PurchaseStatus;
 
@@ -37,6 +38,10 @@ macro_rules! conformance_suite {
             concurrent_duplicates_create_one_purchase_per_key,
             concurrent_purchases_never_overdraw,
             markups_prefer_the_sku_rule_over_the_category_rule,
+            fulfilment_jobs_are_leased_to_one_worker_at_a_time,
+            a_failed_purchase_is_refunded_by_a_new_entry,
+            retried_jobs_wait_and_stuck_ones_are_flagged,
+            concurrent_workers_claim_each_job_once,
         );
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
@@ -865,4 +870,260 @@ pub async fn markups_prefer_the_sku_rule_over_the_category_rule(store: Arc<dyn S
             .await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+fn finish(id: &str, owner: &str, status: PurchaseStatus, at: i64) -> FinishPurchase {
+    FinishPurchase {
+        purchase_id: id.into(),
+        owner: owner.into(),
+        status,
+        file_number: (status == PurchaseStatus::Success).then(|| "TET-1".to_string()),
+        error_message: (status == PurchaseStatus::Failed).then(|| "INVALID_NUMBER".to_string()),
+        at: ts(at),
+        refund_entry_id: (status == PurchaseStatus::Failed).then(|| format!("le_refund_{id}")),
+        events: vec![NewEvent {
+            id: format!("evt_{id}_{at}"),
+            kind: "sku-purchase.completed".into(),
+            payload: "{}".into(),
+        }],
+    }
+}
+
+pub async fn fulfilment_jobs_are_leased_to_one_worker_at_a_time(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "jobs", 10_000_000).await;
+    let p = purchase("j1", &o.id, Environment::Prod, "job-1", 1_000_000);
+    assert!(matches!(
+        create(&*store, p).await,
+        PurchaseResult::Created(_)
+    ));
+    assert_eq!(
+        store.fulfilment_backlog().await.expect("backlog"),
+        FulfilmentBacklog {
+            open: 1,
+            flagged: 0
+        }
+    );
+    assert!(
+        store
+            .claim_fulfilment_jobs("w1", ts(500), 10_000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not due yet"
+    );
+    let jobs = store
+        .claim_fulfilment_jobs("w1", ts(2_000), 10_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (jobs[0].attempt, jobs[0].purchase.status),
+        (1, PurchaseStatus::Processing)
+    );
+    assert!(
+        store
+            .claim_fulfilment_jobs("w2", ts(3_000), 10_000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "leased"
+    );
+    // the lease expires: another worker takes over, and the first one can no longer finish
+    let jobs = store
+        .claim_fulfilment_jobs("w2", ts(12_001), 10_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(jobs.iter().map(|j| j.attempt).collect::<Vec<_>>(), [2]);
+    assert!(
+        !store
+            .finish_purchase(&finish("j1", "w1", PurchaseStatus::Success, 13_000))
+            .await
+            .expect("finish")
+    );
+    assert!(
+        store
+            .finish_purchase(&finish("j1", "w2", PurchaseStatus::Success, 13_000))
+            .await
+            .expect("finish")
+    );
+    let done = store
+        .get_purchase(&o.id, Environment::Prod, "j1")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (done.status, done.file_number.as_deref(), done.confirmed_at),
+        (PurchaseStatus::Success, Some("TET-1"), Some(ts(13_000)))
+    );
+    assert!(
+        !store
+            .finish_purchase(&finish("j1", "w2", PurchaseStatus::Failed, 14_000))
+            .await
+            .expect("again"),
+        "only once"
+    );
+    assert_eq!(
+        store.fulfilment_backlog().await.expect("backlog"),
+        FulfilmentBacklog::default()
+    );
+    assert_eq!(
+        store.balance(&o.id).await.expect("balance"),
+        UsdMicros(9_000_000)
+    );
+}
+
+pub async fn a_failed_purchase_is_refunded_by_a_new_entry(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "refund", 5_000_000).await;
+    assert!(matches!(
+        create(
+            &*store,
+            purchase("f1", &o.id, Environment::Prod, "fail-1", 2_000_000)
+        )
+        .await,
+        PurchaseResult::Created(_)
+    ));
+    assert_eq!(
+        store.balance(&o.id).await.expect("balance"),
+        UsdMicros(3_000_000)
+    );
+    let jobs = store
+        .claim_fulfilment_jobs("w", ts(2_000), 10_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(jobs.len(), 1);
+    assert!(
+        store
+            .finish_purchase(&finish("f1", "w", PurchaseStatus::Failed, 3_000))
+            .await
+            .expect("finish")
+    );
+    assert_eq!(
+        store.balance(&o.id).await.expect("balance"),
+        UsdMicros(5_000_000),
+        "the debit came back"
+    );
+    let entries = audit_ledger(&*store, &o.id).await;
+    let kinds: Vec<(&str, i64)> = entries
+        .iter()
+        .map(|e| (e.kind.as_str(), e.amount.0))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("topup", 5_000_000),
+            ("purchase", -2_000_000),
+            ("refund", 2_000_000)
+        ]
+    );
+    assert_eq!(entries[2].purchase_id.as_deref(), Some("f1"));
+    let failed = store
+        .get_purchase(&o.id, Environment::Prod, "f1")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (
+            failed.status,
+            failed.error_message.as_deref(),
+            failed.confirmed_at
+        ),
+        (PurchaseStatus::Failed, Some("INVALID_NUMBER"), None)
+    );
+}
+
+pub async fn retried_jobs_wait_and_stuck_ones_are_flagged(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "retry", 5_000_000).await;
+    assert!(matches!(
+        create(
+            &*store,
+            purchase("r1", &o.id, Environment::Prod, "retry-1", 1_000)
+        )
+        .await,
+        PurchaseResult::Created(_)
+    ));
+    let jobs = store
+        .claim_fulfilment_jobs("w", ts(2_000), 10_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(jobs.len(), 1);
+    assert!(
+        !store
+            .retry_fulfilment("r1", "other", ts(5_000), "timeout", None)
+            .await
+            .expect("retry"),
+        "not the holder"
+    );
+    assert!(
+        store
+            .retry_fulfilment("r1", "w", ts(5_000), "timeout", Some(ts(2_500)))
+            .await
+            .expect("retry")
+    );
+    assert_eq!(
+        store.fulfilment_backlog().await.expect("backlog"),
+        FulfilmentBacklog {
+            open: 1,
+            flagged: 1
+        }
+    );
+    assert!(
+        store
+            .claim_fulfilment_jobs("w", ts(4_999), 10_000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "waits for its time"
+    );
+    let jobs = store
+        .claim_fulfilment_jobs("w", ts(5_000), 10_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(jobs.iter().map(|j| j.attempt).collect::<Vec<_>>(), [2]);
+    assert_eq!(jobs[0].purchase.status, PurchaseStatus::Processing);
+}
+
+pub async fn concurrent_workers_claim_each_job_once(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "workers", 100_000_000).await;
+    let batch: Vec<NewPurchase> = (0..40)
+        .map(|i| {
+            purchase(
+                &format!("cw{i}"),
+                &o.id,
+                Environment::Prod,
+                &format!("cw-{i}"),
+                1_000,
+            )
+        })
+        .collect();
+    store.create_purchases(&batch).await.expect("batch");
+    let tasks: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let jobs = store
+                        .claim_fulfilment_jobs(&format!("w{w}"), ts(2_000), 60_000, 3)
+                        .await
+                        .expect("claim");
+                    if jobs.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(jobs.into_iter().map(|j| j.purchase.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(
+        (before, all.len()),
+        (40, 40),
+        "every job claimed exactly once"
+    );
 }

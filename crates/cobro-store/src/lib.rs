@@ -184,6 +184,40 @@ pub enum PurchaseResult {
     InsufficientBalance,
 }
 
+/// A fulfilment job claimed by a worker; `attempt` counts this claim (1 on the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub purchase: PurchaseRecord,
+    pub attempt: u32,
+}
+
+/// The end of a purchase's fulfilment, written in one transaction: the status change, the
+/// refund entry when it failed (a new, reversing entry; the debit is never edited), the
+/// events, and the removal of the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishPurchase {
+    pub purchase_id: String,
+    /// The worker that holds the lease; a worker that lost its lease changes nothing.
+    pub owner: String,
+    /// `SUCCESS` or `FAILED`.
+    pub status: PurchaseStatus,
+    pub file_number: Option<String>,
+    pub error_message: Option<String>,
+    pub at: Timestamp,
+    /// For a failed real purchase: the id of the refund ledger entry.
+    pub refund_entry_id: Option<String>,
+    pub events: Vec<NewEvent>,
+}
+
+/// The fulfilment queue at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FulfilmentBacklog {
+    /// Purchases not yet in a terminal state.
+    pub open: u64,
+    /// Of those, how many were retried beyond the limit.
+    pub flagged: u64,
+}
+
 /// Filters of the purchase list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PurchaseFilter {
@@ -333,6 +367,34 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
         offset: u64,
     ) -> StoreResult<(Vec<PurchaseRecord>, u64)>;
+
+    /// Claims up to `limit` due fulfilment jobs for `owner` until `now + lease_ms`: jobs whose
+    /// next attempt is due and whose lease (if any) has expired. Marks their purchases
+    /// `PROCESSING`. Safe with several workers in several processes (each job goes to one).
+    async fn claim_fulfilment_jobs(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedJob>>;
+
+    /// Ends a purchase (see [`FinishPurchase`]). `false` when `owner` no longer holds the job.
+    async fn finish_purchase(&self, f: &FinishPurchase) -> StoreResult<bool>;
+
+    /// Releases a job for another attempt at `next_attempt_at`, recording `error`; `flag_at`
+    /// marks it as stuck (the first flag time is kept). `false` when `owner` lost the job.
+    async fn retry_fulfilment(
+        &self,
+        purchase_id: &str,
+        owner: &str,
+        next_attempt_at: Timestamp,
+        error: &str,
+        flag_at: Option<Timestamp>,
+    ) -> StoreResult<bool>;
+
+    /// How many purchases await fulfilment, and how many of those are flagged.
+    async fn fulfilment_backlog(&self) -> StoreResult<FulfilmentBacklog>;
 
     /// The built-in issuer's signing keys, newest first.
     async fn issuer_keys(&self) -> StoreResult<Vec<IssuerKey>>;

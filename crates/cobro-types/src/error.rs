@@ -72,6 +72,8 @@ error_codes! {
     UnsupportedMediaType => ("UNSUPPORTED_MEDIA_TYPE", 415, InvalidRequest),
     /// The body is larger than the server's limit (64 KiB by default).
     PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413, InvalidRequest),
+    /// The SKU's biller cannot validate references before purchase (`canCheckSkuReference` is false).
+    ReferenceCheckUnsupported => ("REFERENCE_CHECK_UNSUPPORTED", 400, InvalidRequest),
     /// The route exists but not with this HTTP method.
     MethodNotAllowed => ("METHOD_NOT_ALLOWED", 405, InvalidRequest),
 

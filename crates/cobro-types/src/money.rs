@@ -107,24 +107,47 @@ fn serialize_number<S: Serializer>(units: i64, decimals: u32, s: S) -> Result<S:
     }
 }
 
-/// Accepts a JSON number or a decimal string.
-fn deserialize_number<'de, D: Deserializer<'de>>(d: D, decimals: u32) -> Result<i64, D::Error> {
+/// Accepts a JSON number or a decimal string; negative values only when `signed`.
+fn deserialize_number<'de, D: Deserializer<'de>>(
+    d: D,
+    decimals: u32,
+    signed: bool,
+) -> Result<i64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum NumOrStr {
-        Int(u64),
+        Int(i64),
+        Big(u64),
         Float(f64),
         Str(String),
     }
-    let units = match NumOrStr::deserialize(d)? {
-        NumOrStr::Int(i) => i64::try_from(i)
-            .ok()
-            .and_then(|i| i.checked_mul(10i64.pow(decimals)))
-            .ok_or(AmountError::Overflow),
-        NumOrStr::Float(f) => from_f64(f, decimals),
-        NumOrStr::Str(s) => parse_decimal(&s, decimals),
+    let (negative, units) = match NumOrStr::deserialize(d)? {
+        NumOrStr::Int(i) => (
+            i < 0,
+            i.unsigned_abs()
+                .try_into()
+                .ok()
+                .and_then(|i: i64| i.checked_mul(10i64.pow(decimals)))
+                .ok_or(AmountError::Overflow),
+        ),
+        NumOrStr::Big(i) => (
+            false,
+            i64::try_from(i)
+                .ok()
+                .and_then(|i| i.checked_mul(10i64.pow(decimals)))
+                .ok_or(AmountError::Overflow),
+        ),
+        NumOrStr::Float(f) => (f < 0.0, from_f64(f.abs(), decimals)),
+        NumOrStr::Str(s) => match s.trim().strip_prefix('-') {
+            Some(rest) => (true, parse_decimal(rest, decimals)),
+            None => (false, parse_decimal(&s, decimals)),
+        },
     };
-    units.map_err(serde::de::Error::custom)
+    if negative && !signed {
+        return Err(serde::de::Error::custom(AmountError::Negative));
+    }
+    let units = units.map_err(serde::de::Error::custom)?;
+    Ok(if negative { -units } else { units })
 }
 
 /// A fiat amount in minor units (two decimals: centavos for MXN, cents for USD).
@@ -158,7 +181,7 @@ impl Serialize for MinorAmount {
 
 impl<'de> Deserialize<'de> for MinorAmount {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_number(d, Self::DECIMALS).map(MinorAmount)
+        deserialize_number(d, Self::DECIMALS, false).map(MinorAmount)
     }
 }
 
@@ -193,7 +216,8 @@ impl Serialize for UsdMicros {
 
 impl<'de> Deserialize<'de> for UsdMicros {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_number(d, Self::DECIMALS).map(UsdMicros)
+        // Ledger amounts are signed (debits are negative).
+        deserialize_number(d, Self::DECIMALS, true).map(UsdMicros)
     }
 }
 
@@ -276,5 +300,23 @@ mod tests {
         assert_eq!(back, MinorAmount(9950));
         let back: UsdMicros = serde_json::from_str("\"12.000001\"").unwrap_or_default();
         assert_eq!(back, UsdMicros(12_000_001));
+        for (json, micros) in [
+            ("-0.588", -588_000),
+            ("-3", -3_000_000),
+            ("\"-1.5\"", -1_500_000),
+        ] {
+            let v: Result<UsdMicros, _> = serde_json::from_str(json);
+            assert_eq!(v.ok(), Some(UsdMicros(micros)), "{json}");
+            assert_eq!(
+                serde_json::to_string(&UsdMicros(micros))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<UsdMicros>(&t).ok()),
+                Some(UsdMicros(micros))
+            );
+        }
+        assert!(
+            serde_json::from_str::<MinorAmount>("-10").is_err(),
+            "fiat amounts are never negative"
+        );
     }
 }

@@ -100,3 +100,80 @@ pub async fn get_sku(
         )
     })
 }
+
+/// Body of `POST /v1/skus/{id}/check-reference`.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckReferenceInput {
+    /// The phone number or account to check.
+    pub reference: String,
+}
+
+/// Asks the biller whether a reference is valid (and, for bills, what is due) before buying.
+#[utoipa::path(
+    post, path = "/v1/skus/{id}/check-reference", tag = "catalog",
+    params(("id" = String, Path, description = "SKU id")),
+    request_body = CheckReferenceInput,
+    responses(
+        (status = 200, description = "`{valid, holder?, amountDue?, message?}`"),
+        (status = 400, description = "INVALID_PARAMETER or REFERENCE_CHECK_UNSUPPORTED", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, description = "CARRIER_UNAVAILABLE", body = ErrorBody),
+    ),
+    security(("apiKey" = [], "bearer" = []))
+)]
+pub async fn check_reference(
+    caller: CatalogCaller,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    crate::extract::ApiJson(input): crate::extract::ApiJson<CheckReferenceInput>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use cobro_carriers::Carrier;
+    let catalog = app.catalog();
+    let sku = catalog.entry(&id).ok_or_else(|| {
+        ApiError::param(
+            ErrorCode::SkuNotFound,
+            "id",
+            format!("No SKU with id '{id}'."),
+        )
+    })?;
+    if !sku.can_check_sku_reference {
+        return Err(ApiError::new(
+            ErrorCode::ReferenceCheckUnsupported,
+            format!("The biller of '{id}' cannot check references."),
+        ));
+    }
+    if catalog.reference_matches(&id, &input.reference) != Some(true) {
+        return Err(ApiError::param(
+            ErrorCode::InvalidParameter,
+            "reference",
+            format!(
+                "Invalid value for 'reference': must be a valid {}.",
+                sku.reference_label
+            ),
+        ));
+    }
+    let unavailable = |why: String| {
+        ApiError::new(
+            ErrorCode::CarrierUnavailable,
+            format!("The biller could not be asked: {why}"),
+        )
+    };
+    let check = match (caller.0.environment(), &app.carrier) {
+        (cobro_types::Environment::Dev, _) => {
+            cobro_carriers::SandboxCarrier
+                .check_reference(&id, &input.reference)
+                .await
+        }
+        (cobro_types::Environment::Prod, Some(carrier)) => {
+            carrier.check_reference(&id, &input.reference).await
+        }
+        (cobro_types::Environment::Prod, None) => {
+            return Err(unavailable("no carrier is configured".into()));
+        }
+    };
+    let check = check.map_err(|e| unavailable(e.to_string()))?;
+    serde_json::to_value(check)
+        .map(Json)
+        .map_err(|e| ApiError::internal("reference check", e))
+}

@@ -59,9 +59,8 @@ pub async fn create_purchase(
             format!("No SKU with id '{id}'."),
         ),
     })?;
-    if caller.environment() == Environment::Prod {
-        // The carrier adapter is not part of this build yet: refuse before anything is debited
-        // rather than take money for a purchase nobody will fulfil.
+    if caller.environment() == Environment::Prod && app.carrier.is_none() {
+        // Never take money for a purchase nobody will fulfil: refuse before any debit.
         return Err(ApiError::new(
             ErrorCode::CarrierUnavailable,
             "No carrier is configured for production purchases; nothing was debited. Dev keys use the sandbox.",

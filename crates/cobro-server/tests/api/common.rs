@@ -447,3 +447,8 @@ pub fn assert_api_error<T: std::fmt::Debug>(
         other => panic!("expected {status} {code}, got {other:?}"),
     }
 }
+
+/// The auditor: recomputes the organisation's balance from its ledger entries alone.
+pub async fn audit(app: &TestApp) {
+    cobro_store::conformance::audit_ledger(app.store.as_ref(), &app.org_id).await;
+}

@@ -4,5 +4,6 @@
 mod auth;
 mod catalog;
 mod common;
+mod fulfilment;
 mod http;
 mod purchases;
