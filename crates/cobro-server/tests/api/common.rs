@@ -181,7 +181,10 @@ impl TestApp {
             .expect("create key")
     }
 
+    /// Audits the organisation's ledger (balance == sum of entries, never negative, an unbroken
+    /// chain), then shuts the server down. Every test ends with this.
     pub async fn stop(mut self) {
+        audit(&self).await;
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("clean shutdown");
         }

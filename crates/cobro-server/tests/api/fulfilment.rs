@@ -249,3 +249,89 @@ async fn mixed_random_faults_never_fulfil_twice_and_every_failure_is_refunded() 
     crate::common::audit(&app).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn twenty_keys_times_fifty_duplicates_debit_exactly_twenty_times() {
+    let (app, sim, buyer) = with_carrier(SimConfig::default()).await;
+    let mut tasks = Vec::new();
+    for key in 0..20 {
+        for _ in 0..50 {
+            let buyer = buyer.clone();
+            tasks.push(tokio::spawn(async move {
+                buyer
+                    .create_purchase(&body(
+                        &format!("dup-{key}"),
+                        &format!("55{:08}", 20_000 + key),
+                    ))
+                    .await
+            }));
+        }
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut created = 0;
+    for t in tasks {
+        let c = t.await.expect("task").expect("purchase");
+        created += usize::from(!c.replayed);
+        ids.insert(c.value.id);
+    }
+    assert_eq!((created, ids.len()), (20, 20));
+    assert_eq!(
+        balance(&app).await,
+        100_000_000 - 20 * 588_000,
+        "exactly twenty debits"
+    );
+    for id in &ids {
+        assert_eq!(settle(&buyer, id).await.status, PurchaseStatus::Success);
+    }
+    assert_eq!(sim.sim.fulfilments().total, 20);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_purchases_against_credits_for_thirty() {
+    let (app, sim, buyer) = with_carrier(SimConfig::default()).await;
+    // The organisation has 100 USD; spend it down to exactly 30 purchases' worth.
+    let spare = 100_000_000 - 30 * 588_000;
+    app.store
+        .adjust_credits(
+            &app.org_id,
+            "le_spend_down",
+            cobro_types::UsdMicros(-spare),
+            None,
+            cobro_types::Timestamp::now(),
+        )
+        .await
+        .expect("spend down");
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let buyer = buyer.clone();
+            tokio::spawn(async move {
+                buyer
+                    .create_purchase(&body(&format!("rush-{i}"), &format!("55{:08}", 30_000 + i)))
+                    .await
+            })
+        })
+        .collect();
+    let (mut ok, mut refused) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(c) => ok.push(c.value.id),
+            Err(e) if e.code() == Some("INSUFFICIENT_BALANCE") && e.status() == Some(402) => {
+                refused += 1
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ok.len(), refused), (30, 70));
+    assert_eq!(balance(&app).await, 0, "never negative, nothing left");
+    for id in &ok {
+        assert_eq!(settle(&buyer, id).await.status, PurchaseStatus::Success);
+    }
+    assert_eq!(sim.sim.fulfilments().total, 30);
+    assert_eq!(
+        buyer.list_purchases(&[]).await.expect("list").total,
+        30,
+        "refused purchases are not stored"
+    );
+    app.stop().await;
+}
