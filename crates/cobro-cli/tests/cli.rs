@@ -2,96 +2,13 @@
 //! (its curl commands are run exactly as printed), and graceful shutdown on SIGTERM.
 //! Every spawned server is killed when its guard drops, even when a test fails.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cobro");
+mod support;
 
-fn cobro(db: &str, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env("COBRO_DATABASE_URL", db)
-        .env_remove("COBRO_LISTEN")
-        .output()
-        .expect("run cobro")
-}
-
-fn json(db: &str, args: &[&str]) -> Value {
-    let out = cobro(db, args);
-    assert!(
-        out.status.success(),
-        "cobro {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "cobro {args:?} printed non-JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-fn sqlite_url(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("cobro.db").display())
-}
-
-/// A server process that is killed on drop.
-struct Server {
-    child: Child,
-    stdout: Vec<String>,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `cobro serve` on port 0 and reads stdout until it says where it listens.
-fn serve(db: &str) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("COBRO_DATABASE_URL", db)
-        .env("COBRO_LOG_FILTER", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn cobro serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut server = Server {
-        child,
-        stdout: Vec::new(),
-        url: String::new(),
-    };
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("cobro serve printed its address");
-        if let Some(url) = line.strip_prefix("cobro listening on ") {
-            server.url = url.trim().to_string();
-            server.stdout.push(line);
-            return server;
-        }
-        server.stdout.push(line);
-    }
-}
+use support::*;
 
 #[test]
 fn admin_commands_print_the_documented_json_shapes() {
