@@ -5,26 +5,10 @@
 //   CHIPI_JWT=eyJ... node --test compat/node/
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { register } from "node:module";
 
-// The npm registry has no @chipi-stack/shared 14.13.0 (nor core 0.6.0, types 14.13.0), so
-// package.json overrides them to the newest published ones. shared 14.4.0 lacks three
-// wallet-only exports the backend bundle imports by name, which would stop it from loading.
-// This hook serves the real shared module plus placeholders for those three names only;
-// none of them is used by the HTTP client or the catalog calls.
-const shim = `
-export async function resolve(specifier, context, next) {
-  if (specifier !== "@chipi-stack/shared") return next(specifier, context);
-  const real = JSON.stringify((await next(specifier, context)).url);
-  const source = \`import * as real from \${real}; export * from \${real};
-    export const SHHH_KIND_GAS_OVERHEAD = real.SHHH_KIND_GAS_OVERHEAD ?? {};
-    export const SHHH_VERIFIER_CLASS_HASHES = real.SHHH_VERIFIER_CLASS_HASHES ?? {};
-    export const withRpcFallback = real.withRpcFallback ?? (() => { throw new Error("shimmed"); });\`;
-  return { url: "data:text/javascript," + encodeURIComponent(source), shortCircuit: true };
-}`;
-register("data:text/javascript," + encodeURIComponent(shim));
-const { ChipiSDK, ChipiServerSDK } = await import("@chipi-stack/backend");
+import { loadBackend } from "./sdk.mjs";
 
+const { ChipiSDK, ChipiServerSDK } = await loadBackend();
 const { COBRO_URL, CHIPI_PUBLIC_KEY, CHIPI_SECRET_KEY, CHIPI_JWT } = process.env;
 if (!(COBRO_URL && CHIPI_PUBLIC_KEY && CHIPI_SECRET_KEY && CHIPI_JWT)) {
   // A suite that skips would pass vacuously in CI: refuse to run instead. compat/run sets these.
