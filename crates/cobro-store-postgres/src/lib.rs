@@ -7,13 +7,13 @@
 //! which of them fail. The demo bootstrap takes a table lock so only one process seeds.
 #![forbid(unsafe_code)]
 
-use std::{borrow::Cow, str::FromStr, time::Duration};
+use std::{borrow::Cow, collections::HashMap, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use cobro_store::{
     ApiKeyRecord, ChangeVersions, ClaimedJob, DemoBootstrap, FinishPurchase, FulfilmentBacklog,
-    IssuerKey, LedgerEntry, MarkupRule, NewLedgerEntry, NewPurchase, Org, PurchaseFilter,
-    PurchaseRecord, PurchaseResult, Store, StoreError, StoreResult, codec,
+    IssuerKey, LedgerEntry, MarkupRule, NewEvent, NewLedgerEntry, NewPurchase, Org, PurchaseFilter,
+    PurchaseRecord, PurchaseResult, Store, StoreError, StoreResult, batch, codec,
 };
 use cobro_types::{CatalogEntry, Environment, MinorAmount, PurchaseStatus, Timestamp, UsdMicros};
 use sqlx::{
@@ -346,163 +346,210 @@ fn purchase_from_row(row: &PgRow) -> StoreResult<PurchaseRecord> {
     })
 }
 
-async fn find_by_key(
+/// The existing purchases under a batch's keys, in one query.
+async fn find_by_keys(
     conn: &mut PgConnection,
-    r: &PurchaseRecord,
-) -> StoreResult<Option<PurchaseRecord>> {
+    batch: &[NewPurchase],
+) -> StoreResult<HashMap<batch::PurchaseKey, PurchaseRecord>> {
+    let orgs: Vec<&str> = batch.iter().map(|p| p.record.org_id.as_str()).collect();
+    let envs: Vec<&str> = batch
+        .iter()
+        .map(|p| p.record.environment.as_str())
+        .collect();
+    let keys: Vec<&str> = batch
+        .iter()
+        .map(|p| p.record.idempotency_key.as_str())
+        .collect();
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE org_id = $1 AND environment = $2 AND idempotency_key = $3"
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE (org_id, environment, idempotency_key) IN \
+         (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))"
     ));
-    sqlx::query(sql)
-        .bind(&r.org_id)
-        .bind(r.environment.as_str())
-        .bind(&r.idempotency_key)
-        .fetch_optional(&mut *conn)
+    let rows = sqlx::query(sql)
+        .bind(&orgs)
+        .bind(&envs)
+        .bind(&keys)
+        .fetch_all(&mut *conn)
         .await
-        .map_err(db_err)?
-        .as_ref()
-        .map(purchase_from_row)
-        .transpose()
-}
-
-fn replay_or_reuse(existing: PurchaseRecord, new: &PurchaseRecord) -> PurchaseResult {
-    if existing.request_hash == new.request_hash {
-        PurchaseResult::Replayed(existing)
-    } else {
-        PurchaseResult::KeyReused(existing)
+        .map_err(db_err)?;
+    let mut found = HashMap::new();
+    for row in &rows {
+        let r = purchase_from_row(row)?;
+        found.insert(batch::key_of(&r), r);
     }
+    Ok(found)
 }
 
-/// The effects of one new purchase, inside the caller's savepoint. `Ok(false)`: the debit was
-/// refused for lack of credits (nothing else was written).
-async fn insert_purchase(conn: &mut PgConnection, p: &NewPurchase) -> StoreResult<bool> {
-    let r = &p.record;
-    if !r.sandbox {
-        let debit = append_entry(
-            conn,
-            &NewLedgerEntry {
-                id: &r.ledger_entry_id,
-                org_id: &r.org_id,
-                kind: "purchase",
-                amount: UsdMicros(-r.total.0),
-                note: None,
-                purchase_id: Some(&r.id),
-                at: r.created_at,
-            },
-        )
-        .await;
-        match debit {
-            Err(StoreError::Rejected(_)) => return Ok(false),
-            other => {
-                other?;
-            }
+/// One attempt at a batch. `Ok(None)`: a concurrent transaction stored one of the batch's
+/// keys first; the caller rolls back and tries again (and then sees it as a replay).
+async fn try_batch(
+    conn: &mut PgConnection,
+    batch: &[NewPurchase],
+) -> StoreResult<Option<Vec<PurchaseResult>>> {
+    let existing = find_by_keys(conn, batch).await?;
+    let mut payers: Vec<&str> = batch
+        .iter()
+        .filter(|p| !p.record.sandbox)
+        .map(|p| p.record.org_id.as_str())
+        .collect();
+    payers.sort_unstable();
+    payers.dedup();
+    let mut balances = HashMap::new();
+    if !payers.is_empty() {
+        // Locked in org order, so concurrent batches cannot deadlock on balance rows.
+        let rows = sqlx::query("SELECT org_id, available_micros FROM org_balances WHERE org_id = ANY($1) ORDER BY org_id FOR UPDATE")
+            .bind(&payers)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        for row in &rows {
+            balances.insert(
+                row.try_get::<String, _>(0).map_err(db_err)?,
+                row.try_get::<i64, _>(1).map_err(db_err)?,
+            );
         }
     }
-    let sql = sqlx::AssertSqlSafe(format!(
-        "INSERT INTO purchases ({PURCHASE_COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)"
-    ));
-    sqlx::query(sql)
-        .bind(&r.id)
-        .bind(&r.org_id)
-        .bind(r.environment.as_str())
-        .bind(&r.idempotency_key)
-        .bind(&r.request_hash)
-        .bind(r.status.as_str())
-        .bind(&r.api_public_key)
-        .bind(&r.customer_id)
-        .bind(&r.sku_id)
-        .bind(&r.sku_name)
-        .bind(&r.carrier_name)
-        .bind(&r.sku_reference)
-        .bind(r.amount.0)
-        .bind(r.currency.as_str())
-        .bind(&r.chain)
-        .bind(&r.token)
-        .bind(&r.wallet_address)
-        .bind(&r.fx_rate)
-        .bind(r.base.0)
-        .bind(r.markup.0)
-        .bind(r.total.0)
-        .bind(&r.org_markup)
-        .bind(&r.ledger_entry_id)
-        .bind(r.sandbox)
-        .bind(&r.file_number)
-        .bind(&r.error_message)
-        .bind(r.created_at.unix_millis())
-        .bind(r.updated_at.unix_millis())
-        .bind(r.confirmed_at.map(Timestamp::unix_millis))
+    let plan = batch::plan(batch, existing, balances);
+    if plan.accepted.is_empty() {
+        return Ok(Some(plan.results));
+    }
+    let now = batch
+        .first()
+        .map_or(0, |p| p.record.created_at.unix_millis());
+    if !plan.balances.is_empty() {
+        let (orgs, amounts): (Vec<&str>, Vec<i64>) =
+            plan.balances.iter().map(|(o, b)| (o.as_str(), *b)).unzip();
+        sqlx::query(
+            "UPDATE org_balances SET available_micros = v.balance, updated_at = $3
+             FROM UNNEST($1::text[], $2::bigint[]) AS v(org_id, balance) WHERE org_balances.org_id = v.org_id",
+        )
+        .bind(&orgs)
+        .bind(&amounts)
+        .bind(now)
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
-    if !r.sandbox && !r.status.is_terminal() {
-        sqlx::query("INSERT INTO fulfilment_jobs (purchase_id, next_attempt_at) VALUES ($1, $2)")
-            .bind(&r.id)
-            .bind(r.created_at.unix_millis())
+    }
+    let accepted: Vec<(&PurchaseRecord, Option<i64>)> = plan
+        .accepted
+        .iter()
+        .map(|a| (&batch[a.index].record, a.balance_after))
+        .collect();
+
+    let debits: Vec<&(&PurchaseRecord, Option<i64>)> =
+        accepted.iter().filter(|(_, b)| b.is_some()).collect();
+    if !debits.is_empty() {
+        sqlx::query(
+            "INSERT INTO ledger_entries (id, org_id, kind, amount_micros, balance_after_micros, purchase_id, created_at)
+             SELECT id, org_id, 'purchase', amount, balance_after, purchase_id, created_at
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[])
+                  AS t(id, org_id, amount, balance_after, purchase_id, created_at)",
+        )
+        .bind(debits.iter().map(|(r, _)| r.ledger_entry_id.as_str()).collect::<Vec<_>>())
+        .bind(debits.iter().map(|(r, _)| r.org_id.as_str()).collect::<Vec<_>>())
+        .bind(debits.iter().map(|(r, _)| -r.total.0).collect::<Vec<_>>())
+        .bind(debits.iter().map(|(_, b)| b.unwrap_or_default()).collect::<Vec<_>>())
+        .bind(debits.iter().map(|(r, _)| r.id.as_str()).collect::<Vec<_>>())
+        .bind(debits.iter().map(|(r, _)| r.created_at.unix_millis()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+
+    let rs: Vec<&PurchaseRecord> = accepted.iter().map(|(r, _)| *r).collect();
+    let col = |f: fn(&PurchaseRecord) -> String| rs.iter().map(|r| f(r)).collect::<Vec<String>>();
+    let int = |f: fn(&PurchaseRecord) -> i64| rs.iter().map(|r| f(r)).collect::<Vec<i64>>();
+    let opt = |f: fn(&PurchaseRecord) -> Option<String>| {
+        rs.iter().map(|r| f(r)).collect::<Vec<Option<String>>>()
+    };
+    let sql = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO purchases ({PURCHASE_COLUMNS}) SELECT * FROM UNNEST(\
+         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+         $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], \
+         $18::text[], $19::bigint[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::boolean[], \
+         $25::text[], $26::text[], $27::bigint[], $28::bigint[], $29::bigint[]) \
+         ON CONFLICT (org_id, environment, idempotency_key) DO NOTHING RETURNING id"
+    ));
+    let inserted = sqlx::query(sql)
+        .bind(col(|r| r.id.clone()))
+        .bind(col(|r| r.org_id.clone()))
+        .bind(col(|r| r.environment.as_str().to_string()))
+        .bind(col(|r| r.idempotency_key.clone()))
+        .bind(col(|r| r.request_hash.clone()))
+        .bind(col(|r| r.status.as_str().to_string()))
+        .bind(col(|r| r.api_public_key.clone()))
+        .bind(col(|r| r.customer_id.clone()))
+        .bind(col(|r| r.sku_id.clone()))
+        .bind(col(|r| r.sku_name.clone()))
+        .bind(col(|r| r.carrier_name.clone()))
+        .bind(col(|r| r.sku_reference.clone()))
+        .bind(int(|r| r.amount.0))
+        .bind(col(|r| r.currency.as_str().to_string()))
+        .bind(col(|r| r.chain.clone()))
+        .bind(col(|r| r.token.clone()))
+        .bind(col(|r| r.wallet_address.clone()))
+        .bind(col(|r| r.fx_rate.clone()))
+        .bind(int(|r| r.base.0))
+        .bind(int(|r| r.markup.0))
+        .bind(int(|r| r.total.0))
+        .bind(opt(|r| r.org_markup.clone()))
+        .bind(col(|r| r.ledger_entry_id.clone()))
+        .bind(rs.iter().map(|r| r.sandbox).collect::<Vec<bool>>())
+        .bind(opt(|r| r.file_number.clone()))
+        .bind(opt(|r| r.error_message.clone()))
+        .bind(int(|r| r.created_at.unix_millis()))
+        .bind(int(|r| r.updated_at.unix_millis()))
+        .bind(
+            rs.iter()
+                .map(|r| r.confirmed_at.map(Timestamp::unix_millis))
+                .collect::<Vec<Option<i64>>>(),
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if inserted.len() != rs.len() {
+        return Ok(None);
+    }
+
+    let jobs: Vec<&PurchaseRecord> = rs
+        .iter()
+        .copied()
+        .filter(|r| !r.sandbox && !r.status.is_terminal())
+        .collect();
+    if !jobs.is_empty() {
+        sqlx::query("INSERT INTO fulfilment_jobs (purchase_id, next_attempt_at) SELECT * FROM UNNEST($1::text[], $2::bigint[])")
+            .bind(jobs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .bind(jobs.iter().map(|r| r.created_at.unix_millis()).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await
             .map_err(db_err)?;
     }
-    for e in &p.events {
+    let events: Vec<(&PurchaseRecord, &NewEvent)> = plan
+        .accepted
+        .iter()
+        .flat_map(|a| {
+            batch[a.index]
+                .events
+                .iter()
+                .map(move |e| (&batch[a.index].record, e))
+        })
+        .collect();
+    if !events.is_empty() {
         sqlx::query(
             "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])",
         )
-        .bind(&e.id)
-        .bind(&r.org_id)
-        .bind(r.environment.as_str())
-        .bind(&e.kind)
-        .bind(&r.id)
-        .bind(&e.payload)
-        .bind(r.updated_at.unix_millis())
+        .bind(events.iter().map(|(_, e)| e.id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(r, _)| r.org_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(r, _)| r.environment.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(_, e)| e.kind.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(r, _)| r.id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(_, e)| e.payload.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|(r, _)| r.updated_at.unix_millis()).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
     }
-    Ok(true)
-}
-
-/// One purchase of a batch, in a savepoint so that its failure leaves the others intact.
-async fn create_one(conn: &mut PgConnection, p: &NewPurchase) -> StoreResult<PurchaseResult> {
-    if let Some(existing) = find_by_key(conn, &p.record).await? {
-        return Ok(replay_or_reuse(existing, &p.record));
-    }
-    sqlx::query("SAVEPOINT purchase")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    let result = match insert_purchase(conn, p).await {
-        Ok(true) => {
-            sqlx::query("RELEASE SAVEPOINT purchase")
-                .execute(&mut *conn)
-                .await
-                .map_err(db_err)?;
-            return Ok(PurchaseResult::Created(p.record.clone()));
-        }
-        Ok(false) => Ok(PurchaseResult::InsufficientBalance),
-        Err(StoreError::Conflict(_)) => Err(None),
-        Err(e) => Err(Some(e)),
-    };
-    sqlx::query("ROLLBACK TO SAVEPOINT purchase")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    sqlx::query("RELEASE SAVEPOINT purchase")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    match result {
-        Ok(r) => Ok(r),
-        // Another transaction stored the same key first: answer as a duplicate of it.
-        Err(None) => match find_by_key(conn, &p.record).await? {
-            Some(existing) => Ok(replay_or_reuse(existing, &p.record)),
-            None => Err(StoreError::Conflict(format!(
-                "purchase {} conflicts",
-                p.record.id
-            ))),
-        },
-        Err(Some(e)) => Err(e),
-    }
+    Ok(Some(plan.results))
 }
 
 /// Claims due jobs; `SKIP LOCKED` lets concurrent workers take disjoint jobs without waiting.
@@ -805,13 +852,19 @@ impl Store for PgStore {
     }
 
     async fn create_purchases(&self, batch: &[NewPurchase]) -> StoreResult<Vec<PurchaseResult>> {
-        let mut tx = self.begin_write().await?;
-        let mut results = Vec::with_capacity(batch.len());
-        for p in batch {
-            results.push(create_one(&mut tx, p).await?);
+        // A concurrent transaction can store one of our keys between our read and our insert;
+        // then the whole batch is rolled back and planned again (it then sees a replay).
+        for _ in 0..8 {
+            let mut tx = self.begin_write().await?;
+            if let Some(results) = try_batch(&mut tx, batch).await? {
+                tx.commit().await.map_err(db_err)?;
+                return Ok(results);
+            }
+            tx.rollback().await.map_err(db_err)?;
         }
-        tx.commit().await.map_err(db_err)?;
-        Ok(results)
+        Err(StoreError::Conflict(
+            "a purchase batch kept conflicting with concurrent batches".into(),
+        ))
     }
 
     async fn get_purchase(

@@ -7,13 +7,13 @@
 //! deadlocks between readers that upgrade into plain waits bounded by `busy_timeout`.
 #![forbid(unsafe_code)]
 
-use std::{borrow::Cow, str::FromStr, time::Duration};
+use std::{borrow::Cow, collections::HashMap, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use cobro_store::{
     ApiKeyRecord, ChangeVersions, ClaimedJob, DemoBootstrap, FinishPurchase, FulfilmentBacklog,
     IssuerKey, LedgerEntry, MarkupRule, NewLedgerEntry, NewPurchase, Org, PurchaseFilter,
-    PurchaseRecord, PurchaseResult, Store, StoreError, StoreResult, codec,
+    PurchaseRecord, PurchaseResult, Store, StoreError, StoreResult, batch, codec,
 };
 use cobro_types::{CatalogEntry, Environment, MinorAmount, PurchaseStatus, Timestamp, UsdMicros};
 use sqlx::{
@@ -377,38 +377,28 @@ async fn find_by_key(
         .transpose()
 }
 
-fn replay_or_reuse(existing: PurchaseRecord, new: &PurchaseRecord) -> PurchaseResult {
-    if existing.request_hash == new.request_hash {
-        PurchaseResult::Replayed(existing)
-    } else {
-        PurchaseResult::KeyReused(existing)
-    }
-}
-
-/// The effects of one new purchase, inside the caller's savepoint. `Ok(false)`: the debit was
-/// refused for lack of credits (nothing else was written).
-async fn insert_purchase(conn: &mut SqliteConnection, p: &NewPurchase) -> StoreResult<bool> {
+/// Writes one accepted purchase of a batch plan: its ledger debit (real purchases; the balance
+/// row was already moved for the whole batch), the purchase row, its fulfilment job and events.
+async fn write_purchase(
+    conn: &mut SqliteConnection,
+    p: &NewPurchase,
+    balance_after: Option<i64>,
+) -> StoreResult<()> {
     let r = &p.record;
-    if !r.sandbox {
-        let debit = append_entry(
-            conn,
-            &NewLedgerEntry {
-                id: &r.ledger_entry_id,
-                org_id: &r.org_id,
-                kind: "purchase",
-                amount: UsdMicros(-r.total.0),
-                note: None,
-                purchase_id: Some(&r.id),
-                at: r.created_at,
-            },
+    if let Some(after) = balance_after {
+        sqlx::query(
+            "INSERT INTO ledger_entries (id, org_id, kind, amount_micros, balance_after_micros, note, purchase_id, created_at)
+             VALUES (?, ?, 'purchase', ?, ?, NULL, ?, ?)",
         )
-        .await;
-        match debit {
-            Err(StoreError::Rejected(_)) => return Ok(false),
-            other => {
-                other?;
-            }
-        }
+        .bind(&r.ledger_entry_id)
+        .bind(&r.org_id)
+        .bind(-r.total.0)
+        .bind(after)
+        .bind(&r.id)
+        .bind(r.created_at.unix_millis())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
     }
     let sql = sqlx::AssertSqlSafe(format!(
         "INSERT INTO purchases ({PURCHASE_COLUMNS}) VALUES \
@@ -471,50 +461,7 @@ async fn insert_purchase(conn: &mut SqliteConnection, p: &NewPurchase) -> StoreR
         .await
         .map_err(db_err)?;
     }
-    Ok(true)
-}
-
-/// One purchase of a batch, in a savepoint so that its failure leaves the others intact.
-async fn create_one(conn: &mut SqliteConnection, p: &NewPurchase) -> StoreResult<PurchaseResult> {
-    if let Some(existing) = find_by_key(conn, &p.record).await? {
-        return Ok(replay_or_reuse(existing, &p.record));
-    }
-    sqlx::query("SAVEPOINT purchase")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    let result = match insert_purchase(conn, p).await {
-        Ok(true) => {
-            sqlx::query("RELEASE SAVEPOINT purchase")
-                .execute(&mut *conn)
-                .await
-                .map_err(db_err)?;
-            return Ok(PurchaseResult::Created(p.record.clone()));
-        }
-        Ok(false) => Ok(PurchaseResult::InsufficientBalance),
-        Err(StoreError::Conflict(_)) => Err(None),
-        Err(e) => Err(Some(e)),
-    };
-    sqlx::query("ROLLBACK TO SAVEPOINT purchase")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    sqlx::query("RELEASE SAVEPOINT purchase")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    match result {
-        Ok(r) => Ok(r),
-        // Another transaction stored the same key first: answer as a duplicate of it.
-        Err(None) => match find_by_key(conn, &p.record).await? {
-            Some(existing) => Ok(replay_or_reuse(existing, &p.record)),
-            None => Err(StoreError::Conflict(format!(
-                "purchase {} conflicts",
-                p.record.id
-            ))),
-        },
-        Err(Some(e)) => Err(e),
-    }
+    Ok(())
 }
 
 /// Claims due jobs: the single SQLite writer makes the select-then-update atomic.
@@ -811,13 +758,50 @@ impl Store for SqliteStore {
     }
 
     async fn create_purchases(&self, batch: &[NewPurchase]) -> StoreResult<Vec<PurchaseResult>> {
+        // BEGIN IMMEDIATE: this is the only writer until commit, so what is read below cannot
+        // change before the plan is written.
         let mut tx = self.begin_write().await?;
-        let mut results = Vec::with_capacity(batch.len());
+        let mut existing = HashMap::new();
         for p in batch {
-            results.push(create_one(&mut tx, p).await?);
+            if let Some(r) = find_by_key(&mut tx, &p.record).await? {
+                existing.insert(batch::key_of(&r), r);
+            }
+        }
+        let mut balances = HashMap::new();
+        for p in batch.iter().filter(|p| !p.record.sandbox) {
+            let org = &p.record.org_id;
+            if balances.contains_key(org) {
+                continue;
+            }
+            let row = sqlx::query("SELECT available_micros FROM org_balances WHERE org_id = ?")
+                .bind(org)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if let Some(row) = row {
+                balances.insert(org.clone(), row.try_get::<i64, _>(0).map_err(db_err)?);
+            }
+        }
+        let plan = batch::plan(batch, existing, balances);
+        let now = batch
+            .first()
+            .map_or(0, |p| p.record.created_at.unix_millis());
+        for (org, balance) in &plan.balances {
+            sqlx::query(
+                "UPDATE org_balances SET available_micros = ?, updated_at = ? WHERE org_id = ?",
+            )
+            .bind(balance)
+            .bind(now)
+            .bind(org)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        for a in &plan.accepted {
+            write_purchase(&mut tx, &batch[a.index], a.balance_after).await?;
         }
         tx.commit().await.map_err(db_err)?;
-        Ok(results)
+        Ok(plan.results)
     }
 
     async fn get_purchase(

@@ -21,6 +21,7 @@ use cobro_types::{
     CatalogEntry, Currency, Environment, MinorAmount, PurchaseStatus, Timestamp, UsdMicros,
 };
 
+pub mod batch;
 pub mod codec;
 
 #[cfg(feature = "conformance")]

@@ -54,6 +54,21 @@ pub struct CustomerClaims {
 #[derive(Deserialize)]
 struct SubClaim {
     sub: Option<String>,
+    exp: Option<u64>,
+}
+
+/// Verified tokens are remembered for at most this long (and never past their `exp`), so a
+/// client reusing its session token costs one signature check per minute, not one per call.
+/// The API key is checked (and can be revoked) before the cache is consulted.
+const VERIFIED_TTL_SECS: u64 = 60;
+/// Bound on remembered tokens; the memory is cleared when it is reached.
+const VERIFIED_CAPACITY: usize = 10_000;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[derive(Clone)]
@@ -133,6 +148,8 @@ pub struct JwtVerifier {
     remote: Mutex<HashMap<String, Arc<RemoteJwks>>>,
     builtin: KeySet,
     metrics: Arc<Metrics>,
+    /// (public key, token) → claims, valid until the stored Unix second.
+    verified: Mutex<HashMap<(String, String), (CustomerClaims, u64)>>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -201,15 +218,43 @@ impl JwtVerifier {
             http,
             remote: Mutex::new(HashMap::new()),
             metrics,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Verifies `token` for `key` and returns its claims.
+    /// Verifies `token` for `key` and returns its claims (from the verified-token cache when
+    /// this exact token was verified for this key less than a minute ago and has not expired).
     pub async fn verify(
         &self,
         token: &str,
         key: &ApiKeyRecord,
     ) -> Result<CustomerClaims, ApiError> {
+        let cache_key = (key.public_key.clone(), token.to_string());
+        let now = unix_now();
+        if let Ok(cache) = self.verified.lock()
+            && let Some((claims, until)) = cache.get(&cache_key)
+            && *until > now
+        {
+            return Ok(claims.clone());
+        }
+        let (claims, exp) = self.verify_uncached(token, key).await?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(
+                cache_key,
+                (claims.clone(), exp.min(now + VERIFIED_TTL_SECS)),
+            );
+        }
+        Ok(claims)
+    }
+
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        key: &ApiKeyRecord,
+    ) -> Result<(CustomerClaims, u64), ApiError> {
         let header = read_header(token)?;
         let alg_name = header.alg.unwrap_or_default();
         let alg = accepted_algorithm(&alg_name).ok_or_else(|| {
@@ -260,8 +305,10 @@ impl JwtVerifier {
         }
         let data =
             jsonwebtoken::decode::<SubClaim>(token, &vk.key, &validation).map_err(map_jwt_error)?;
-        match data.claims.sub {
-            Some(sub) if !sub.is_empty() && sub.len() <= 255 => Ok(CustomerClaims { sub }),
+        match (data.claims.sub, data.claims.exp) {
+            (Some(sub), Some(exp)) if !sub.is_empty() && sub.len() <= 255 => {
+                Ok((CustomerClaims { sub }, exp))
+            }
             _ => Err(ApiError::new(
                 ErrorCode::MissingTokenClaim,
                 "The JWT has no usable 'sub' claim.",
