@@ -57,8 +57,13 @@ pub struct App {
     /// The carrier for production purchases (`carrier.url`); `None` refuses them.
     pub carrier: Option<Arc<dyn cobro_carriers::Carrier>>,
     catalog: RwLock<Arc<Catalog>>,
+    markups: RwLock<Arc<MarkupSnapshot>>,
     versions: Mutex<ChangeVersions>,
 }
+
+/// Markup rules by (organisation, scope, target), from the store.
+pub type MarkupSnapshot =
+    std::collections::HashMap<(String, String, String), cobro_store::MarkupRule>;
 
 impl App {
     /// Loads the snapshots and the issuer from the (migrated) store.
@@ -104,9 +109,11 @@ impl App {
             issuer,
             metrics,
             catalog: RwLock::new(Arc::default()),
+            markups: RwLock::new(Arc::default()),
             versions: Mutex::new(ChangeVersions {
                 keys: -1,
                 catalog: -1,
+                markups: -1,
             }),
         };
         app.refresh().await?;
@@ -116,6 +123,25 @@ impl App {
     /// The current catalog snapshot.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The organisation's markup rule for a SKU, else for its category (from memory).
+    pub fn markup_rule(
+        &self,
+        org_id: &str,
+        sku_id: &str,
+        category: &str,
+    ) -> Option<cobro_store::MarkupRule> {
+        let snap = self.markups.read().map(|m| m.clone()).unwrap_or_default();
+        snap.get(&(org_id.to_string(), "sku".to_string(), sku_id.to_string()))
+            .or_else(|| {
+                snap.get(&(
+                    org_id.to_string(),
+                    "category".to_string(),
+                    category.to_string(),
+                ))
+            })
+            .cloned()
     }
 
     /// Reloads whichever snapshot changed in the store since the last call.
@@ -135,6 +161,18 @@ impl App {
                 *guard = catalog;
             }
             tracing::debug!(version = now.catalog, "catalog reloaded");
+        }
+        if now.markups != seen.markups {
+            let rules: MarkupSnapshot = self
+                .store
+                .list_markups()
+                .await?
+                .into_iter()
+                .map(|r| ((r.org_id.clone(), r.scope.clone(), r.target.clone()), r))
+                .collect();
+            if let Ok(mut guard) = self.markups.write() {
+                *guard = Arc::new(rules);
+            }
         }
         if let Ok(mut v) = self.versions.lock() {
             *v = now;

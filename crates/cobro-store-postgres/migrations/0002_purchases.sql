@@ -11,6 +11,9 @@ CREATE TABLE markups (
     PRIMARY KEY (org_id, scope, target)
 );
 
+-- Servers keep markups in memory and reload them when this counter moves.
+INSERT INTO change_versions (name, version) VALUES ('markups', 0);
+
 -- One row per purchase. The SKU's name and carrier are copied at purchase time, so history
 -- survives catalog changes. (org_id, environment, idempotency_key) is unique for ever: the same
 -- key can never charge twice, and a reused key with another body is detected by request_hash.

@@ -471,6 +471,81 @@ const CLAIM_SQL: &str = "UPDATE fulfilment_jobs SET lease_owner = ?1, lease_unti
         ORDER BY next_attempt_at LIMIT ?4) \
     RETURNING purchase_id, attempts";
 
+/// Ends one purchase inside the caller's transaction (see `FinishPurchase`); `false` when
+/// the caller no longer holds the job (nothing is written then).
+async fn finish_one(conn: &mut SqliteConnection, f: &FinishPurchase) -> StoreResult<bool> {
+    let held = sqlx::query("DELETE FROM fulfilment_jobs WHERE purchase_id = ? AND lease_owner = ? RETURNING purchase_id")
+        .bind(&f.purchase_id)
+        .bind(&f.owner)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if held.is_none() {
+        return Ok(false); // the lease moved to another worker, or the job is done
+    }
+    let row = sqlx::query(
+        "UPDATE purchases SET status = ?, file_number = ?, error_message = ?, updated_at = ?, confirmed_at = ?
+         WHERE id = ? AND status IN ('PENDING', 'PROCESSING') RETURNING org_id, total_micros",
+    )
+    .bind(f.status.as_str())
+    .bind(&f.file_number)
+    .bind(&f.error_message)
+    .bind(f.at.unix_millis())
+    .bind((f.status == PurchaseStatus::Success).then(|| f.at.unix_millis()))
+    .bind(&f.purchase_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let Some(row) = row else {
+        return Err(StoreError::Corrupt(format!(
+            "purchase {} had a job but is already final",
+            f.purchase_id
+        )));
+    };
+    let org_id: String = row.try_get(0).map_err(db_err)?;
+    let total: i64 = row.try_get(1).map_err(db_err)?;
+    if let Some(refund_id) = &f.refund_entry_id
+        && total > 0
+    {
+        append_entry(
+            conn,
+            &NewLedgerEntry {
+                id: refund_id,
+                org_id: &org_id,
+                kind: "refund",
+                amount: UsdMicros(total),
+                note: f.error_message.as_deref(),
+                purchase_id: Some(&f.purchase_id),
+                at: f.at,
+            },
+        )
+        .await?;
+    }
+    let env: String = sqlx::query("SELECT environment FROM purchases WHERE id = ?")
+        .bind(&f.purchase_id)
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(db_err)?;
+    for e in &f.events {
+        sqlx::query(
+            "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(&org_id)
+        .bind(&env)
+        .bind(&e.kind)
+        .bind(&f.purchase_id)
+        .bind(&e.payload)
+        .bind(f.at.unix_millis())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+    Ok(true)
+}
+
 const KEY_COLUMNS: &str = "public_key, org_id, environment, secret_hash, jwks_url, issuer, audience, created_at, revoked_at";
 
 #[async_trait]
@@ -611,6 +686,7 @@ impl Store for SqliteStore {
             match name.as_str() {
                 "keys" => v.keys = version,
                 "catalog" => v.catalog = version,
+                "markups" => v.markups = version,
                 _ => {}
             }
         }
@@ -724,7 +800,29 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        bump(&mut tx, "markups").await?;
         tx.commit().await.map_err(db_err)
+    }
+
+    async fn list_markups(&self) -> StoreResult<Vec<MarkupRule>> {
+        sqlx::query("SELECT org_id, scope, target, percent, fixed_micros, updated_at FROM markups")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|r| {
+                Ok(MarkupRule {
+                    org_id: r.try_get("org_id").map_err(db_err)?,
+                    scope: r.try_get("scope").map_err(db_err)?,
+                    target: r.try_get("target").map_err(db_err)?,
+                    percent: r.try_get("percent").map_err(db_err)?,
+                    fixed: UsdMicros(r.try_get("fixed_micros").map_err(db_err)?),
+                    updated_at: Timestamp::from_unix_millis(
+                        r.try_get("updated_at").map_err(db_err)?,
+                    ),
+                })
+            })
+            .collect()
     }
 
     async fn markup_for(
@@ -918,77 +1016,19 @@ impl Store for SqliteStore {
 
     async fn finish_purchase(&self, f: &FinishPurchase) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
-        let held = sqlx::query("DELETE FROM fulfilment_jobs WHERE purchase_id = ? AND lease_owner = ? RETURNING purchase_id")
-            .bind(&f.purchase_id)
-            .bind(&f.owner)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        if held.is_none() {
-            return Ok(false); // the lease moved to another worker, or the job is done
-        }
-        let row = sqlx::query(
-            "UPDATE purchases SET status = ?, file_number = ?, error_message = ?, updated_at = ?, confirmed_at = ?
-             WHERE id = ? AND status IN ('PENDING', 'PROCESSING') RETURNING org_id, total_micros",
-        )
-        .bind(f.status.as_str())
-        .bind(&f.file_number)
-        .bind(&f.error_message)
-        .bind(f.at.unix_millis())
-        .bind((f.status == PurchaseStatus::Success).then(|| f.at.unix_millis()))
-        .bind(&f.purchase_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let Some(row) = row else {
-            return Err(StoreError::Corrupt(format!(
-                "purchase {} had a job but is already final",
-                f.purchase_id
-            )));
-        };
-        let org_id: String = row.try_get(0).map_err(db_err)?;
-        let total: i64 = row.try_get(1).map_err(db_err)?;
-        if let Some(refund_id) = &f.refund_entry_id
-            && total > 0
-        {
-            append_entry(
-                &mut tx,
-                &NewLedgerEntry {
-                    id: refund_id,
-                    org_id: &org_id,
-                    kind: "refund",
-                    amount: UsdMicros(total),
-                    note: f.error_message.as_deref(),
-                    purchase_id: Some(&f.purchase_id),
-                    at: f.at,
-                },
-            )
-            .await?;
-        }
-        let env: String = sqlx::query("SELECT environment FROM purchases WHERE id = ?")
-            .bind(&f.purchase_id)
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|r| r.try_get(0))
-            .map_err(db_err)?;
-        for e in &f.events {
-            sqlx::query(
-                "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&e.id)
-            .bind(&org_id)
-            .bind(&env)
-            .bind(&e.kind)
-            .bind(&f.purchase_id)
-            .bind(&e.payload)
-            .bind(f.at.unix_millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let done = finish_one(&mut tx, f).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(done)
+    }
+
+    async fn finish_purchases(&self, batch: &[FinishPurchase]) -> StoreResult<Vec<bool>> {
+        let mut tx = self.begin_write().await?;
+        let mut done = Vec::with_capacity(batch.len());
+        for f in batch {
+            done.push(finish_one(&mut tx, f).await?);
         }
         tx.commit().await.map_err(db_err)?;
-        Ok(true)
+        Ok(done)
     }
 
     async fn retry_fulfilment(

@@ -42,6 +42,7 @@ macro_rules! conformance_suite {
             a_failed_purchase_is_refunded_by_a_new_entry,
             retried_jobs_wait_and_stuck_ones_are_flagged,
             concurrent_workers_claim_each_job_once,
+            a_round_of_finishes_commits_together_and_skips_lost_leases,
         );
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
@@ -870,6 +871,12 @@ pub async fn markups_prefer_the_sku_rule_over_the_category_rule(store: Arc<dyn S
             .await,
         Err(StoreError::NotFound(_))
     ));
+    let versions = store.change_versions().await.expect("versions");
+    assert!(
+        versions.markups >= 3,
+        "every markup change bumps its version: {versions:?}"
+    );
+    assert_eq!(store.list_markups().await.expect("list").len(), 2);
 }
 
 fn finish(id: &str, owner: &str, status: PurchaseStatus, at: i64) -> FinishPurchase {
@@ -1126,4 +1133,62 @@ pub async fn concurrent_workers_claim_each_job_once(store: Arc<dyn Store>) {
         (40, 40),
         "every job claimed exactly once"
     );
+}
+
+pub async fn a_round_of_finishes_commits_together_and_skips_lost_leases(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "round", 10_000_000).await;
+    let batch: Vec<NewPurchase> = (0..3)
+        .map(|i| {
+            purchase(
+                &format!("fr{i}"),
+                &o.id,
+                Environment::Prod,
+                &format!("fr-{i}"),
+                1_000_000,
+            )
+        })
+        .collect();
+    store.create_purchases(&batch).await.expect("batch");
+    assert_eq!(
+        store
+            .claim_fulfilment_jobs("w", ts(2_000), 10_000, 10)
+            .await
+            .expect("claim")
+            .len(),
+        3
+    );
+    let round = vec![
+        finish("fr0", "w", PurchaseStatus::Success, 3_000),
+        finish("fr1", "someone-else", PurchaseStatus::Success, 3_000),
+        finish("fr2", "w", PurchaseStatus::Failed, 3_000),
+    ];
+    assert_eq!(
+        store.finish_purchases(&round).await.expect("round"),
+        vec![true, false, true]
+    );
+    let status = |id: &'static str| {
+        let store = store.clone();
+        let org = o.id.clone();
+        async move {
+            store
+                .get_purchase(&org, Environment::Prod, id)
+                .await
+                .expect("get")
+                .expect("exists")
+                .status
+        }
+    };
+    assert_eq!(status("fr0").await, PurchaseStatus::Success);
+    assert_eq!(
+        status("fr1").await,
+        PurchaseStatus::Processing,
+        "a lost lease changes nothing"
+    );
+    assert_eq!(status("fr2").await, PurchaseStatus::Failed);
+    assert_eq!(
+        store.balance(&o.id).await.expect("balance"),
+        UsdMicros(8_000_000),
+        "fr2 refunded"
+    );
+    assert_eq!(store.fulfilment_backlog().await.expect("backlog").open, 1);
 }

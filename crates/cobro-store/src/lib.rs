@@ -257,6 +257,7 @@ impl std::fmt::Debug for IssuerKey {
 pub struct ChangeVersions {
     pub keys: i64,
     pub catalog: i64,
+    pub markups: i64,
 }
 
 /// Everything the first start of a server creates, in one transaction.
@@ -338,6 +339,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Creates or replaces an organisation's markup rule (`NotFound` for an unknown org).
     async fn set_markup(&self, rule: &MarkupRule) -> StoreResult<()>;
 
+    /// Every markup rule (the server's in-memory snapshot).
+    async fn list_markups(&self) -> StoreResult<Vec<MarkupRule>>;
+
     /// The rule for this SKU if there is one, else the rule for its category.
     async fn markup_for(
         &self,
@@ -382,6 +386,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Ends a purchase (see [`FinishPurchase`]). `false` when `owner` no longer holds the job.
     async fn finish_purchase(&self, f: &FinishPurchase) -> StoreResult<bool>;
+
+    /// Ends several purchases in one transaction (one commit for a worker's round); one
+    /// answer per input, as [`Store::finish_purchase`] would give.
+    async fn finish_purchases(&self, batch: &[FinishPurchase]) -> StoreResult<Vec<bool>>;
 
     /// Releases a job for another attempt at `next_attempt_at`, recording `error`; `flag_at`
     /// marks it as stuck (the first flag time is kept). `false` when `owner` lost the job.

@@ -72,10 +72,7 @@ pub async fn create_purchase(
             "This endpoint requires a customer JWT.",
         ));
     };
-    let rule = app
-        .store
-        .markup_for(caller.org_id(), &valid.sku.id, valid.sku.category.as_str())
-        .await?;
+    let rule = app.markup_rule(caller.org_id(), &valid.sku.id, valid.sku.category.as_str());
     let buyer = Buyer {
         org_id: caller.org_id(),
         environment: caller.environment(),

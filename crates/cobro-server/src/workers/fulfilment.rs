@@ -72,9 +72,23 @@ impl FulfilmentWorker {
             .claim_fulfilment_jobs(&self.owner, now, lease_ms, self.cfg.batch)
             .await?;
         let n = jobs.len();
-        let results = futures::future::join_all(jobs.into_iter().map(|job| self.work(job))).await;
-        for r in results {
-            r?;
+        // The carrier calls run concurrently; the round's endings are written in one commit.
+        let decisions = futures::future::join_all(jobs.into_iter().map(|job| self.work(job))).await;
+        let mut finishes = Vec::new();
+        for decision in decisions {
+            if let Some(f) = decision? {
+                finishes.push(f);
+            }
+        }
+        if !finishes.is_empty() {
+            let done = self.store.finish_purchases(&finishes).await?;
+            for (f, done) in finishes.iter().zip(done) {
+                if done {
+                    tracing::info!(purchase = %f.purchase_id, status = f.status.as_str(), "purchase finished");
+                } else {
+                    tracing::warn!(purchase = %f.purchase_id, "lease lost before finishing; another worker owns it now");
+                }
+            }
         }
         Ok(n)
     }
@@ -110,7 +124,9 @@ impl FulfilmentWorker {
         }
     }
 
-    async fn work(&self, job: ClaimedJob) -> Result<(), StoreError> {
+    /// Asks the carrier about one job. Returns how the purchase ends, or `None` when it was
+    /// rescheduled for another attempt.
+    async fn work(&self, job: ClaimedJob) -> Result<Option<FinishPurchase>, StoreError> {
         let p = &job.purchase;
         let req = CarrierRequest {
             reference: p.id.clone(),
@@ -130,48 +146,36 @@ impl FulfilmentWorker {
         };
         Metrics::count(&self.metrics.fulfilment_outcomes, outcome_label(&outcome));
         let now = Timestamp::now();
-        match outcome {
+        let msg = match outcome {
             Outcome::Success { file_number } => {
-                self.finish(p, PurchaseStatus::Success, Some(file_number), None, now)
-                    .await
+                return self
+                    .ending(p, PurchaseStatus::Success, Some(file_number), None, now)
+                    .map(Some);
             }
             Outcome::Failed { code, message } => {
-                self.finish(
-                    p,
-                    PurchaseStatus::Failed,
-                    None,
-                    Some(format!("{code}: {message}")),
-                    now,
-                )
-                .await
+                let reason = Some(format!("{code}: {message}"));
+                return self
+                    .ending(p, PurchaseStatus::Failed, None, reason, now)
+                    .map(Some);
             }
-            Outcome::Pending => {
-                self.retry(&job, "the carrier is still processing", now)
-                    .await
-            }
-            Outcome::Retry { detail } => {
-                self.retry(&job, &format!("carrier unavailable: {detail}"), now)
-                    .await
-            }
-            Outcome::Unknown { detail } => {
-                self.retry(&job, &format!("outcome unknown: {detail}"), now)
-                    .await
-            }
-            Outcome::NotFound => {
-                self.retry(&job, "the carrier does not know the purchase yet", now)
-                    .await
-            }
-        }
+            Outcome::Pending => "the carrier is still processing".to_string(),
+            Outcome::Retry { detail } => format!("carrier unavailable: {detail}"),
+            Outcome::Unknown { detail } => format!("outcome unknown: {detail}"),
+            Outcome::NotFound => "the carrier does not know the purchase yet".to_string(),
+        };
+        self.retry(&job, &msg, now).await.map(|()| None)
     }
 
-    async fn finish(
+    /// How a purchase ends: its final state, the refund for a failed real purchase, and the
+    /// events, built from the final record.
+    fn ending(
         &self,
         p: &PurchaseRecord,
         status: PurchaseStatus,
         file_number: Option<String>,
         error_message: Option<String>,
         at: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<FinishPurchase, StoreError> {
         let mut fin = p.clone();
         fin.status = status;
         fin.file_number = file_number.clone();
@@ -195,25 +199,16 @@ impl FulfilmentWorker {
         } else {
             None
         };
-        let done = self
-            .store
-            .finish_purchase(&FinishPurchase {
-                purchase_id: p.id.clone(),
-                owner: self.owner.clone(),
-                status,
-                file_number,
-                error_message,
-                at,
-                refund_entry_id,
-                events,
-            })
-            .await?;
-        if done {
-            tracing::info!(purchase = %p.id, status = status.as_str(), "purchase finished");
-        } else {
-            tracing::warn!(purchase = %p.id, "lease lost before finishing; another worker owns the purchase now");
-        }
-        Ok(())
+        Ok(FinishPurchase {
+            purchase_id: p.id.clone(),
+            owner: self.owner.clone(),
+            status,
+            file_number,
+            error_message,
+            at,
+            refund_entry_id,
+            events,
+        })
     }
 
     async fn retry(&self, job: &ClaimedJob, error: &str, now: Timestamp) -> Result<(), StoreError> {

@@ -329,6 +329,19 @@ async fn markups_are_added_to_the_usd_amount() {
     )
     .await
     .expect("markup");
+    // Markups are served from memory; a change is seen within the refresh interval.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while app
+        .app()
+        .markup_rule(&app.org_id, "sku-tl-TEL010", "TELEFONIA")
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the markup never reached the snapshot"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let tx = app
         .dev_client()
         .await
