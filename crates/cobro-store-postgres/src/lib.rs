@@ -361,8 +361,9 @@ async fn find_by_keys(
         .map(|p| p.record.idempotency_key.as_str())
         .collect();
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE (org_id, environment, idempotency_key) IN \
-         (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))"
+        "SELECT p.* FROM UNNEST($1::text[], $2::text[], $3::text[]) AS k(org_id, environment, idempotency_key) \
+         CROSS JOIN LATERAL (SELECT {PURCHASE_COLUMNS} FROM purchases \
+             WHERE org_id = k.org_id AND environment = k.environment AND idempotency_key = k.idempotency_key) p"
     ));
     let rows = sqlx::query(sql)
         .bind(&orgs)
