@@ -335,3 +335,60 @@ async fn a_hundred_concurrent_purchases_against_credits_for_thirty() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_purchase_the_carrier_never_takes_is_flagged_and_kept_not_dropped() {
+    let sim = carrier_sim::spawn(SimConfig::default(), "127.0.0.1:0")
+        .await
+        .expect("carrier-sim");
+    let url = sim.url();
+    let app = spawn_app_with(|c| {
+        c.carrier.url = url;
+        c.carrier.timeout_ms = 500;
+        c.carrier.lease_ms = 2_000;
+        c.carrier.retry_base_ms = 20;
+        c.carrier.retry_max_ms = 40;
+        c.carrier.poll_interval_ms = 10;
+        c.carrier.flag_after_attempts = 3;
+    })
+    .await;
+    admin::add_credits(app.store.as_ref(), &app.org_id, "10", None)
+        .await
+        .expect("credits");
+    sim.sim.plan("5500000099", Fault::Unavailable, 1_000);
+    let token = app.token(&app.prod, "customer-1").await;
+    let buyer = app.client(&app.prod.public_key, &token);
+    let tx = buyer
+        .create_purchase(&body("stuck-1", "5500000099"))
+        .await
+        .expect("purchase")
+        .value;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let backlog = app.store.fulfilment_backlog().await.expect("backlog");
+        if backlog.flagged == 1 {
+            assert_eq!(backlog.open, 1, "flagged, and still in the queue");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never flagged: {backlog:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let still = buyer.get_purchase(&tx.id).await.expect("get");
+    assert_eq!(
+        still.status,
+        PurchaseStatus::Processing,
+        "not dropped, not failed: the carrier never answered"
+    );
+    assert_eq!(sim.sim.fulfilments().by_reference.get(&tx.id), None);
+    let metrics = reqwest::get(format!("{}/metrics", app.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("cobro_fulfilment_outcomes_total{outcome=\"retry\"}"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
