@@ -1051,28 +1051,35 @@ impl Store for PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
-        let mut jobs = Vec::with_capacity(claimed.len());
+        // Two set-based statements for the whole round, not two per job.
+        let mut attempts = HashMap::with_capacity(claimed.len());
         for row in &claimed {
             let id: String = row.try_get(0).map_err(db_err)?;
             let attempt: i64 = row.try_get(1).map_err(db_err)?;
-            sqlx::query("UPDATE purchases SET status = 'PROCESSING', updated_at = $1 WHERE id = $2 AND status = 'PENDING'")
+            attempts.insert(id, u32::try_from(attempt).unwrap_or(u32::MAX));
+        }
+        let ids: Vec<&str> = attempts.keys().map(String::as_str).collect();
+        let mut jobs = Vec::with_capacity(ids.len());
+        if !ids.is_empty() {
+            sqlx::query("UPDATE purchases SET status = 'PROCESSING', updated_at = $1 WHERE id = ANY($2) AND status = 'PENDING'")
                 .bind(now.unix_millis())
-                .bind(&id)
+                .bind(&ids)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
             let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id = $1"
+                "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id = ANY($1)"
             ));
-            let row = sqlx::query(sql)
-                .bind(&id)
-                .fetch_one(&mut *tx)
+            let rows = sqlx::query(sql)
+                .bind(&ids)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            jobs.push(ClaimedJob {
-                purchase: purchase_from_row(&row)?,
-                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-            });
+            for row in &rows {
+                let purchase = purchase_from_row(row)?;
+                let attempt = attempts.get(&purchase.id).copied().unwrap_or(1);
+                jobs.push(ClaimedJob { purchase, attempt });
+            }
         }
         tx.commit().await.map_err(db_err)?;
         Ok(jobs)
@@ -1086,13 +1093,119 @@ impl Store for PgStore {
     }
 
     async fn finish_purchases(&self, batch: &[FinishPurchase]) -> StoreResult<Vec<bool>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
-        let mut done = Vec::with_capacity(batch.len());
-        for f in batch {
-            done.push(finish_one(&mut tx, f).await?);
+        // 1. Release the jobs this worker still holds; the others changed hands.
+        let ids: Vec<&str> = batch.iter().map(|f| f.purchase_id.as_str()).collect();
+        let owners: Vec<&str> = batch.iter().map(|f| f.owner.as_str()).collect();
+        let held: std::collections::HashSet<String> = sqlx::query(
+            "DELETE FROM fulfilment_jobs j USING UNNEST($1::text[], $2::text[]) AS f(purchase_id, owner)
+             WHERE j.purchase_id = f.purchase_id AND j.lease_owner = f.owner RETURNING j.purchase_id",
+        )
+        .bind(&ids)
+        .bind(&owners)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()
+        .map_err(db_err)?;
+        let mine: Vec<&FinishPurchase> = batch
+            .iter()
+            .filter(|f| held.contains(&f.purchase_id))
+            .collect();
+        if !mine.is_empty() {
+            // 2. Final states, in one statement.
+            let rows = sqlx::query(
+                "UPDATE purchases p SET status = f.status, file_number = f.file_number, error_message = f.error_message,
+                     updated_at = f.at, confirmed_at = f.confirmed_at
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+                      AS f(id, status, file_number, error_message, at, confirmed_at)
+                 WHERE p.id = f.id AND p.status IN ('PENDING', 'PROCESSING')
+                 RETURNING p.id, p.org_id, p.environment, p.total_micros",
+            )
+            .bind(mine.iter().map(|f| f.purchase_id.as_str()).collect::<Vec<_>>())
+            .bind(mine.iter().map(|f| f.status.as_str()).collect::<Vec<_>>())
+            .bind(mine.iter().map(|f| f.file_number.clone()).collect::<Vec<Option<String>>>())
+            .bind(mine.iter().map(|f| f.error_message.clone()).collect::<Vec<Option<String>>>())
+            .bind(mine.iter().map(|f| f.at.unix_millis()).collect::<Vec<_>>())
+            .bind(
+                mine.iter()
+                    .map(|f| (f.status == PurchaseStatus::Success).then(|| f.at.unix_millis()))
+                    .collect::<Vec<Option<i64>>>(),
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if rows.len() != mine.len() {
+                return Err(StoreError::Corrupt(
+                    "a purchase had a job but was already final".into(),
+                ));
+            }
+            let mut owners_of: HashMap<String, (String, String, i64)> =
+                HashMap::with_capacity(rows.len());
+            for r in &rows {
+                owners_of.insert(
+                    r.try_get(0).map_err(db_err)?,
+                    (
+                        r.try_get(1).map_err(db_err)?,
+                        r.try_get(2).map_err(db_err)?,
+                        r.try_get(3).map_err(db_err)?,
+                    ),
+                );
+            }
+            // 3. Refunds (rare): each a reversing entry that moves the balance.
+            for f in &mine {
+                if let (Some(refund_id), Some((org_id, _, total))) =
+                    (&f.refund_entry_id, owners_of.get(&f.purchase_id))
+                    && *total > 0
+                {
+                    append_entry(
+                        &mut tx,
+                        &NewLedgerEntry {
+                            id: refund_id,
+                            org_id,
+                            kind: "refund",
+                            amount: UsdMicros(*total),
+                            note: f.error_message.as_deref(),
+                            purchase_id: Some(&f.purchase_id),
+                            at: f.at,
+                        },
+                    )
+                    .await?;
+                }
+            }
+            // 4. Events, in one statement.
+            let events: Vec<(&FinishPurchase, &NewEvent, &(String, String, i64))> = mine
+                .iter()
+                .filter_map(|f| owners_of.get(&f.purchase_id).map(|o| (*f, o)))
+                .flat_map(|(f, o)| f.events.iter().map(move |e| (f, e, o)))
+                .collect();
+            if !events.is_empty() {
+                sqlx::query(
+                    "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])",
+                )
+                .bind(events.iter().map(|(_, e, _)| e.id.as_str()).collect::<Vec<_>>())
+                .bind(events.iter().map(|(_, _, o)| o.0.as_str()).collect::<Vec<_>>())
+                .bind(events.iter().map(|(_, _, o)| o.1.as_str()).collect::<Vec<_>>())
+                .bind(events.iter().map(|(_, e, _)| e.kind.as_str()).collect::<Vec<_>>())
+                .bind(events.iter().map(|(f, _, _)| f.purchase_id.as_str()).collect::<Vec<_>>())
+                .bind(events.iter().map(|(_, e, _)| e.payload.as_str()).collect::<Vec<_>>())
+                .bind(events.iter().map(|(f, _, _)| f.at.unix_millis()).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
         }
         tx.commit().await.map_err(db_err)?;
-        Ok(done)
+        Ok(batch
+            .iter()
+            .map(|f| held.contains(&f.purchase_id))
+            .collect())
     }
 
     async fn retry_fulfilment(
