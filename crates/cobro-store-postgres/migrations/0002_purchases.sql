@@ -49,7 +49,9 @@ CREATE TABLE purchases (
     updated_at       BIGINT NOT NULL,
     confirmed_at     BIGINT,
     UNIQUE (org_id, environment, idempotency_key)
-);
+) WITH (fillfactor = 70);
+-- fillfactor 70: room on each page for the fulfilment updates (PROCESSING, then SUCCESS/FAILED)
+-- to be HOT updates, which leave the indexes (and the idempotency lookup) untouched.
 CREATE INDEX purchases_by_org ON purchases (org_id, environment, seq DESC);
 
 -- Work for the fulfilment worker: one row per purchase that must reach the carrier, claimed
