@@ -524,32 +524,21 @@ async fn try_batch(
             .await
             .map_err(db_err)?;
     }
-    let events: Vec<(&PurchaseRecord, &NewEvent)> = plan
+    let events: Vec<EventRow> = plan
         .accepted
         .iter()
         .flat_map(|a| {
-            batch[a.index]
-                .events
-                .iter()
-                .map(move |e| (&batch[a.index].record, e))
+            let r = &batch[a.index].record;
+            batch[a.index].events.iter().map(move |event| EventRow {
+                event,
+                org_id: &r.org_id,
+                env: r.environment.as_str(),
+                purchase_id: &r.id,
+                at: r.updated_at,
+            })
         })
         .collect();
-    if !events.is_empty() {
-        sqlx::query(
-            "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])",
-        )
-        .bind(events.iter().map(|(_, e)| e.id.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|(r, _)| r.org_id.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|(r, _)| r.environment.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|(_, e)| e.kind.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|(r, _)| r.id.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|(_, e)| e.payload.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|(r, _)| r.updated_at.unix_millis()).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    }
+    insert_events(conn, &events).await?;
     Ok(Some(plan.results))
 }
 
@@ -617,23 +606,61 @@ async fn finish_one(conn: &mut PgConnection, f: &FinishPurchase) -> StoreResult<
         .await
         .and_then(|r| r.try_get(0))
         .map_err(db_err)?;
-    for e in &f.events {
-        sqlx::query(
-            "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&e.id)
-        .bind(&org_id)
-        .bind(&env)
-        .bind(&e.kind)
-        .bind(&f.purchase_id)
-        .bind(&e.payload)
-        .bind(f.at.unix_millis())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    }
+    let events: Vec<EventRow> = f
+        .events
+        .iter()
+        .map(|event| EventRow {
+            event,
+            org_id: &org_id,
+            env: &env,
+            purchase_id: &f.purchase_id,
+            at: f.at,
+        })
+        .collect();
+    insert_events(conn, &events).await?;
     Ok(true)
+}
+
+fn markup_from_row(r: &PgRow) -> StoreResult<MarkupRule> {
+    Ok(MarkupRule {
+        org_id: r.try_get("org_id").map_err(db_err)?,
+        scope: r.try_get("scope").map_err(db_err)?,
+        target: r.try_get("target").map_err(db_err)?,
+        percent: r.try_get("percent").map_err(db_err)?,
+        fixed: UsdMicros(r.try_get("fixed_micros").map_err(db_err)?),
+        updated_at: Timestamp::from_unix_millis(r.try_get("updated_at").map_err(db_err)?),
+    })
+}
+
+/// One outbox event row.
+struct EventRow<'a> {
+    event: &'a NewEvent,
+    org_id: &'a str,
+    env: &'a str,
+    purchase_id: &'a str,
+    at: Timestamp,
+}
+
+/// Writes events to the outbox in one statement (inside the caller's transaction).
+async fn insert_events(conn: &mut PgConnection, rows: &[EventRow<'_>]) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])",
+    )
+    .bind(rows.iter().map(|r| r.event.id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.org_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.env).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event.kind.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.purchase_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event.payload.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.at.unix_millis()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
 }
 
 const KEY_COLUMNS: &str = "public_key, org_id, environment, secret_hash, jwks_url, issuer, audience, created_at, revoked_at";
@@ -905,18 +932,7 @@ impl Store for PgStore {
             .await
             .map_err(db_err)?
             .iter()
-            .map(|r| {
-                Ok(MarkupRule {
-                    org_id: r.try_get("org_id").map_err(db_err)?,
-                    scope: r.try_get("scope").map_err(db_err)?,
-                    target: r.try_get("target").map_err(db_err)?,
-                    percent: r.try_get("percent").map_err(db_err)?,
-                    fixed: UsdMicros(r.try_get("fixed_micros").map_err(db_err)?),
-                    updated_at: Timestamp::from_unix_millis(
-                        r.try_get("updated_at").map_err(db_err)?,
-                    ),
-                })
-            })
+            .map(markup_from_row)
             .collect()
     }
 
@@ -937,16 +953,7 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?
-        .map(|r| {
-            Ok(MarkupRule {
-                org_id: r.try_get("org_id").map_err(db_err)?,
-                scope: r.try_get("scope").map_err(db_err)?,
-                target: r.try_get("target").map_err(db_err)?,
-                percent: r.try_get("percent").map_err(db_err)?,
-                fixed: UsdMicros(r.try_get("fixed_micros").map_err(db_err)?),
-                updated_at: Timestamp::from_unix_millis(r.try_get("updated_at").map_err(db_err)?),
-            })
-        })
+        .map(|r| markup_from_row(&r))
         .transpose()
     }
 
@@ -1179,27 +1186,20 @@ impl Store for PgStore {
                 }
             }
             // 4. Events, in one statement.
-            let events: Vec<(&FinishPurchase, &NewEvent, &(String, String, i64))> = mine
+            let events: Vec<EventRow> = mine
                 .iter()
                 .filter_map(|f| owners_of.get(&f.purchase_id).map(|o| (*f, o)))
-                .flat_map(|(f, o)| f.events.iter().map(move |e| (f, e, o)))
+                .flat_map(|(f, o)| {
+                    f.events.iter().map(move |event| EventRow {
+                        event,
+                        org_id: &o.0,
+                        env: &o.1,
+                        purchase_id: &f.purchase_id,
+                        at: f.at,
+                    })
+                })
                 .collect();
-            if !events.is_empty() {
-                sqlx::query(
-                    "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])",
-                )
-                .bind(events.iter().map(|(_, e, _)| e.id.as_str()).collect::<Vec<_>>())
-                .bind(events.iter().map(|(_, _, o)| o.0.as_str()).collect::<Vec<_>>())
-                .bind(events.iter().map(|(_, _, o)| o.1.as_str()).collect::<Vec<_>>())
-                .bind(events.iter().map(|(_, e, _)| e.kind.as_str()).collect::<Vec<_>>())
-                .bind(events.iter().map(|(f, _, _)| f.purchase_id.as_str()).collect::<Vec<_>>())
-                .bind(events.iter().map(|(_, e, _)| e.payload.as_str()).collect::<Vec<_>>())
-                .bind(events.iter().map(|(f, _, _)| f.at.unix_millis()).collect::<Vec<_>>())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            }
+            insert_events(&mut tx, &events).await?;
         }
         tx.commit().await.map_err(db_err)?;
         Ok(batch

@@ -12,7 +12,7 @@ use std::{borrow::Cow, collections::HashMap, str::FromStr, time::Duration};
 use async_trait::async_trait;
 use cobro_store::{
     ApiKeyRecord, ChangeVersions, ClaimedJob, DemoBootstrap, FinishPurchase, FulfilmentBacklog,
-    IssuerKey, LedgerEntry, MarkupRule, NewLedgerEntry, NewPurchase, Org, PurchaseFilter,
+    IssuerKey, LedgerEntry, MarkupRule, NewEvent, NewLedgerEntry, NewPurchase, Org, PurchaseFilter,
     PurchaseRecord, PurchaseResult, Store, StoreError, StoreResult, batch, codec,
 };
 use cobro_types::{CatalogEntry, Environment, MinorAmount, PurchaseStatus, Timestamp, UsdMicros};
@@ -446,20 +446,15 @@ async fn write_purchase(
             .map_err(db_err)?;
     }
     for e in &p.events {
-        sqlx::query(
-            "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        insert_event(
+            conn,
+            e,
+            &r.org_id,
+            r.environment.as_str(),
+            &r.id,
+            r.updated_at,
         )
-        .bind(&e.id)
-        .bind(&r.org_id)
-        .bind(r.environment.as_str())
-        .bind(&e.kind)
-        .bind(&r.id)
-        .bind(&e.payload)
-        .bind(r.updated_at.unix_millis())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+        .await?;
     }
     Ok(())
 }
@@ -528,22 +523,46 @@ async fn finish_one(conn: &mut SqliteConnection, f: &FinishPurchase) -> StoreRes
         .and_then(|r| r.try_get(0))
         .map_err(db_err)?;
     for e in &f.events {
-        sqlx::query(
-            "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&e.id)
-        .bind(&org_id)
-        .bind(&env)
-        .bind(&e.kind)
-        .bind(&f.purchase_id)
-        .bind(&e.payload)
-        .bind(f.at.unix_millis())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+        insert_event(conn, e, &org_id, &env, &f.purchase_id, f.at).await?;
     }
     Ok(true)
+}
+
+fn markup_from_row(r: &SqliteRow) -> StoreResult<MarkupRule> {
+    Ok(MarkupRule {
+        org_id: r.try_get("org_id").map_err(db_err)?,
+        scope: r.try_get("scope").map_err(db_err)?,
+        target: r.try_get("target").map_err(db_err)?,
+        percent: r.try_get("percent").map_err(db_err)?,
+        fixed: UsdMicros(r.try_get("fixed_micros").map_err(db_err)?),
+        updated_at: Timestamp::from_unix_millis(r.try_get("updated_at").map_err(db_err)?),
+    })
+}
+
+/// Writes one event to the outbox (inside the caller's transaction).
+async fn insert_event(
+    conn: &mut SqliteConnection,
+    e: &NewEvent,
+    org_id: &str,
+    env: &str,
+    purchase_id: &str,
+    at: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&e.id)
+    .bind(org_id)
+    .bind(env)
+    .bind(&e.kind)
+    .bind(purchase_id)
+    .bind(&e.payload)
+    .bind(at.unix_millis())
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
 }
 
 const KEY_COLUMNS: &str = "public_key, org_id, environment, secret_hash, jwks_url, issuer, audience, created_at, revoked_at";
@@ -810,18 +829,7 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?
             .iter()
-            .map(|r| {
-                Ok(MarkupRule {
-                    org_id: r.try_get("org_id").map_err(db_err)?,
-                    scope: r.try_get("scope").map_err(db_err)?,
-                    target: r.try_get("target").map_err(db_err)?,
-                    percent: r.try_get("percent").map_err(db_err)?,
-                    fixed: UsdMicros(r.try_get("fixed_micros").map_err(db_err)?),
-                    updated_at: Timestamp::from_unix_millis(
-                        r.try_get("updated_at").map_err(db_err)?,
-                    ),
-                })
-            })
+            .map(markup_from_row)
             .collect()
     }
 
@@ -842,16 +850,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?
-        .map(|r| {
-            Ok(MarkupRule {
-                org_id: r.try_get("org_id").map_err(db_err)?,
-                scope: r.try_get("scope").map_err(db_err)?,
-                target: r.try_get("target").map_err(db_err)?,
-                percent: r.try_get("percent").map_err(db_err)?,
-                fixed: UsdMicros(r.try_get("fixed_micros").map_err(db_err)?),
-                updated_at: Timestamp::from_unix_millis(r.try_get("updated_at").map_err(db_err)?),
-            })
-        })
+        .map(|r| markup_from_row(&r))
         .transpose()
     }
 

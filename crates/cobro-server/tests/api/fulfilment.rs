@@ -21,6 +21,14 @@ fn body(key: &str, phone: &str) -> CreateSkuPurchaseInput {
 
 /// A server whose production purchases go to a fresh simulator, with fast retries.
 async fn with_carrier(sim_config: SimConfig) -> (TestApp, carrier_sim::Running, cobro_sdk::Client) {
+    with_carrier_tuned(sim_config, |_| {}).await
+}
+
+/// [`with_carrier`], with further changes to the server's configuration.
+async fn with_carrier_tuned(
+    sim_config: SimConfig,
+    tune: impl FnOnce(&mut cobro_server::Config),
+) -> (TestApp, carrier_sim::Running, cobro_sdk::Client) {
     let sim = carrier_sim::spawn(sim_config, "127.0.0.1:0")
         .await
         .expect("carrier-sim");
@@ -32,6 +40,7 @@ async fn with_carrier(sim_config: SimConfig) -> (TestApp, carrier_sim::Running, 
         c.carrier.retry_base_ms = 50;
         c.carrier.retry_max_ms = 200;
         c.carrier.poll_interval_ms = 20;
+        tune(c);
     })
     .await;
     admin::add_credits(app.store.as_ref(), &app.org_id, "100", None)
@@ -338,26 +347,14 @@ async fn a_hundred_concurrent_purchases_against_credits_for_thirty() {
 
 #[tokio::test]
 async fn a_purchase_the_carrier_never_takes_is_flagged_and_kept_not_dropped() {
-    let sim = carrier_sim::spawn(SimConfig::default(), "127.0.0.1:0")
-        .await
-        .expect("carrier-sim");
-    let url = sim.url();
-    let app = spawn_app_with(|c| {
-        c.carrier.url = url;
-        c.carrier.timeout_ms = 500;
-        c.carrier.lease_ms = 2_000;
+    let (app, sim, buyer) = with_carrier_tuned(SimConfig::default(), |c| {
         c.carrier.retry_base_ms = 20;
         c.carrier.retry_max_ms = 40;
         c.carrier.poll_interval_ms = 10;
         c.carrier.flag_after_attempts = 3;
     })
     .await;
-    admin::add_credits(app.store.as_ref(), &app.org_id, "10", None)
-        .await
-        .expect("credits");
     sim.sim.plan("5500000099", Fault::Unavailable, 1_000);
-    let token = app.token(&app.prod, "customer-1").await;
-    let buyer = app.client(&app.prod.public_key, &token);
     let tx = buyer
         .create_purchase(&body("stuck-1", "5500000099"))
         .await
