@@ -7,6 +7,8 @@
 //! which of them fail. The demo bootstrap takes a table lock so only one process seeds.
 #![forbid(unsafe_code)]
 
+mod webhooks;
+
 use std::{borrow::Cow, collections::HashMap, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
@@ -34,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "purchases",
         include_str!("../migrations/0002_purchases.sql"),
     ),
+    (
+        3,
+        "webhooks",
+        include_str!("../migrations/0003_webhooks.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -53,7 +60,7 @@ fn migrator() -> Migrator {
     )
 }
 
-fn db_err(e: sqlx::Error) -> StoreError {
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(d) = &e {
         if d.is_unique_violation() {
             return StoreError::Conflict(d.message().to_string());
@@ -117,7 +124,9 @@ impl PgStore {
         self.pool.close().await;
     }
 
-    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
         self.pool.begin().await.map_err(db_err)
     }
 }

@@ -7,6 +7,8 @@
 //! deadlocks between readers that upgrade into plain waits bounded by `busy_timeout`.
 #![forbid(unsafe_code)]
 
+mod webhooks;
+
 use std::{borrow::Cow, collections::HashMap, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
@@ -37,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "purchases",
         include_str!("../migrations/0002_purchases.sql"),
     ),
+    (
+        3,
+        "webhooks",
+        include_str!("../migrations/0003_webhooks.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -56,7 +63,7 @@ fn migrator() -> Migrator {
     )
 }
 
-fn db_err(e: sqlx::Error) -> StoreError {
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(d) = &e {
         if d.is_unique_violation() {
             return StoreError::Conflict(d.message().to_string());
@@ -125,7 +132,9 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
-    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
         self.pool
             .begin_with("BEGIN IMMEDIATE")
             .await

@@ -43,6 +43,10 @@ macro_rules! conformance_suite {
             retried_jobs_wait_and_stuck_ones_are_flagged,
             concurrent_workers_claim_each_job_once,
             a_round_of_finishes_commits_together_and_skips_lost_leases,
+            events_route_once_to_each_matching_endpoint,
+            deliveries_are_leased_retried_and_every_attempt_is_logged,
+            gone_endpoints_are_disabled_and_deleted_ones_cancelled,
+            concurrent_dispatchers_route_and_claim_each_delivery_once,
         );
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
@@ -1191,4 +1195,506 @@ pub async fn a_round_of_finishes_commits_together_and_skips_lost_leases(store: A
         "fr2 refunded"
     );
     assert_eq!(store.fulfilment_backlog().await.expect("backlog").open, 1);
+}
+
+// -- webhooks ------------------------------------------------------------------------------------
+
+use crate::webhooks::{
+    DeliveryResult, DeliveryStatus, DeliveryVerdict, EventFilter, WebhookEndpoint,
+};
+
+/// An endpoint for tests.
+pub fn endpoint(
+    id: &str,
+    org_id: &str,
+    env: Environment,
+    events: &[&str],
+    at: i64,
+) -> WebhookEndpoint {
+    WebhookEndpoint {
+        id: id.into(),
+        org_id: org_id.into(),
+        environment: env,
+        url: format!("http://127.0.0.1:9/{id}"),
+        description: None,
+        events: events.iter().map(|e| e.to_string()).collect(),
+        enabled: true,
+        disabled_reason: None,
+        secret: format!("whsec_{id}"),
+        previous_secret: None,
+        previous_secret_until: None,
+        created_at: ts(at),
+        updated_at: ts(at),
+    }
+}
+
+/// Creates `n` dev purchases, each with one `sku-purchase.completed` event at time 1000.
+async fn dev_events(store: &dyn Store, org_id: &str, tag: &str, n: usize) {
+    let batch: Vec<NewPurchase> = (0..n)
+        .map(|i| {
+            purchase(
+                &format!("tx_{tag}_{i}"),
+                org_id,
+                Environment::Dev,
+                &format!("{tag}-{i}"),
+                1,
+            )
+        })
+        .collect();
+    for r in store.create_purchases(&batch).await.expect("create") {
+        assert!(matches!(r, PurchaseResult::Created(_)), "{r:?}");
+    }
+}
+
+fn result(
+    owner: &str,
+    d: &crate::webhooks::ClaimedDelivery,
+    at: i64,
+    code: Option<u16>,
+    verdict: DeliveryVerdict,
+) -> DeliveryResult {
+    DeliveryResult {
+        owner: owner.into(),
+        attempt: crate::webhooks::AttemptRecord {
+            delivery_id: d.delivery_id,
+            event_id: d.event.id.clone(),
+            endpoint_id: d.endpoint.id.clone(),
+            attempt: d.attempt,
+            attempted_at: ts(at),
+            status_code: code,
+            latency_ms: 3,
+            error: (verdict != DeliveryVerdict::Delivered).then(|| "HTTP 500".to_string()),
+        },
+        verdict,
+    }
+}
+
+pub async fn events_route_once_to_each_matching_endpoint(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "route", 0).await;
+    let other = funded_org(&*store, "route_other", 0).await;
+    let all = endpoint("we_all", &o.id, Environment::Dev, &["*"], 500);
+    let failed_only = endpoint(
+        "we_failed",
+        &o.id,
+        Environment::Dev,
+        &["sku-purchase.failed"],
+        500,
+    );
+    let completed = endpoint(
+        "we_completed",
+        &o.id,
+        Environment::Dev,
+        &["sku-purchase.completed"],
+        500,
+    );
+    let prod = endpoint("we_prod", &o.id, Environment::Prod, &["*"], 500);
+    let later = endpoint("we_later", &o.id, Environment::Dev, &["*"], 5_000);
+    let foreign = endpoint("we_foreign", &other.id, Environment::Dev, &["*"], 500);
+    let mut disabled = endpoint("we_disabled", &o.id, Environment::Dev, &["*"], 500);
+    disabled.enabled = false;
+    for e in [
+        &all,
+        &failed_only,
+        &completed,
+        &prod,
+        &later,
+        &foreign,
+        &disabled,
+    ] {
+        store
+            .create_webhook_endpoint(e)
+            .await
+            .expect("create endpoint");
+    }
+    assert!(matches!(
+        store.create_webhook_endpoint(&all).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let listed = store
+        .list_webhook_endpoints(&o.id, Environment::Dev)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 5);
+    assert_eq!(
+        store
+            .get_webhook_endpoint(&o.id, Environment::Dev, "we_all")
+            .await
+            .expect("get"),
+        Some(all.clone())
+    );
+    assert_eq!(
+        store
+            .get_webhook_endpoint(&other.id, Environment::Dev, "we_all")
+            .await
+            .expect("get"),
+        None
+    );
+
+    dev_events(&*store, &o.id, "route", 3).await;
+    let backlog = store.webhook_backlog().await.expect("backlog");
+    assert_eq!(backlog.unrouted, 3);
+    assert_eq!(store.route_events(ts(10_000), 2).await.expect("route"), 2);
+    assert_eq!(store.route_events(ts(10_000), 100).await.expect("route"), 1);
+    assert_eq!(store.route_events(ts(10_000), 100).await.expect("route"), 0);
+    let backlog = store.webhook_backlog().await.expect("backlog");
+    assert_eq!(
+        (backlog.unrouted, backlog.pending),
+        (0, 6),
+        "3 events x (all, completed)"
+    );
+    assert_eq!(backlog.oldest_pending, Some(ts(10_000)));
+
+    let claimed = store
+        .claim_deliveries("d1", ts(10_000), 60_000, 100, 100)
+        .await
+        .expect("claim");
+    let mut targets: Vec<&str> = claimed.iter().map(|c| c.endpoint.id.as_str()).collect();
+    targets.sort_unstable();
+    assert_eq!(
+        targets,
+        [
+            "we_all",
+            "we_all",
+            "we_all",
+            "we_completed",
+            "we_completed",
+            "we_completed"
+        ]
+    );
+    assert!(
+        claimed
+            .iter()
+            .all(|c| c.attempt == 1 && c.event.kind == "sku-purchase.completed")
+    );
+
+    let (events, total) = store
+        .list_events(&o.id, Environment::Dev, &EventFilter::default(), 2, 0)
+        .await
+        .expect("events");
+    assert_eq!(total, 3);
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[0].purchase_id.as_deref(),
+        Some("tx_route_2"),
+        "newest first"
+    );
+    let only = EventFilter {
+        kind: None,
+        purchase_id: Some("tx_route_1".into()),
+    };
+    let (events, total) = store
+        .list_events(&o.id, Environment::Dev, &only, 10, 0)
+        .await
+        .expect("events");
+    assert_eq!((events.len(), total), (1, 1));
+    let none = EventFilter {
+        kind: Some("sku-purchase.failed".into()),
+        purchase_id: None,
+    };
+    assert_eq!(
+        store
+            .list_events(&o.id, Environment::Dev, &none, 10, 0)
+            .await
+            .expect("events")
+            .1,
+        0
+    );
+    assert_eq!(
+        store
+            .list_events(&o.id, Environment::Prod, &EventFilter::default(), 10, 0)
+            .await
+            .expect("events")
+            .1,
+        0
+    );
+    assert_eq!(
+        store
+            .get_event(&o.id, Environment::Dev, &events[0].id)
+            .await
+            .expect("get"),
+        Some(events[0].clone())
+    );
+    assert_eq!(
+        store
+            .get_event(&other.id, Environment::Dev, &events[0].id)
+            .await
+            .expect("get"),
+        None
+    );
+}
+
+pub async fn deliveries_are_leased_retried_and_every_attempt_is_logged(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "deliver", 0).await;
+    store
+        .create_webhook_endpoint(&endpoint("we_d", &o.id, Environment::Dev, &["*"], 0))
+        .await
+        .expect("endpoint");
+    dev_events(&*store, &o.id, "deliver", 1).await;
+    assert_eq!(store.route_events(ts(10_000), 10).await.expect("route"), 1);
+
+    let first = store
+        .claim_deliveries("d1", ts(10_000), 1_000, 10, 10)
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1);
+    assert!(
+        store
+            .claim_deliveries("d2", ts(10_500), 1_000, 10, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "leased"
+    );
+    let retry = result(
+        "d1",
+        &first[0],
+        10_100,
+        Some(500),
+        DeliveryVerdict::Retry {
+            next_attempt_at: ts(20_000),
+        },
+    );
+    assert_eq!(
+        store.record_deliveries(&[retry]).await.expect("record"),
+        vec![true]
+    );
+    assert!(
+        store
+            .claim_deliveries("d2", ts(19_999), 1_000, 10, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not due"
+    );
+
+    // The second attempt's lease runs out; a third dispatcher takes over, and the late answer
+    // of the second is logged but changes nothing.
+    let second = store
+        .claim_deliveries("d2", ts(20_000), 1_000, 10, 10)
+        .await
+        .expect("claim");
+    assert_eq!(second[0].attempt, 2);
+    let third = store
+        .claim_deliveries("d3", ts(21_001), 1_000, 10, 10)
+        .await
+        .expect("claim");
+    assert_eq!(third[0].attempt, 3);
+    let late = result(
+        "d2",
+        &second[0],
+        21_500,
+        Some(200),
+        DeliveryVerdict::Delivered,
+    );
+    assert_eq!(
+        store.record_deliveries(&[late]).await.expect("record"),
+        vec![false]
+    );
+    let ok = result(
+        "d3",
+        &third[0],
+        21_600,
+        Some(200),
+        DeliveryVerdict::Delivered,
+    );
+    assert_eq!(
+        store.record_deliveries(&[ok]).await.expect("record"),
+        vec![true]
+    );
+
+    let (deliveries, attempts) = store
+        .event_deliveries(&first[0].event.id)
+        .await
+        .expect("deliveries");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].status, DeliveryStatus::Delivered);
+    assert_eq!(deliveries[0].attempts, 3);
+    assert_eq!(deliveries[0].last_status_code, Some(200));
+    assert_eq!(deliveries[0].finished_at, Some(ts(21_600)));
+    let log: Vec<(u32, Option<u16>)> = attempts
+        .iter()
+        .map(|a| (a.attempt, a.status_code))
+        .collect();
+    assert_eq!(log, [(1, Some(500)), (2, Some(200)), (3, Some(200))]);
+    assert_eq!(store.webhook_backlog().await.expect("backlog").pending, 0);
+    assert!(
+        store
+            .claim_deliveries("d4", ts(99_000), 1_000, 10, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+
+    // Redelivery queues a new delivery of the same event.
+    let event = first[0].event.clone();
+    let again = store
+        .redeliver_event(&event, None, ts(30_000))
+        .await
+        .expect("redeliver");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].status, DeliveryStatus::Pending);
+    let claimed = store
+        .claim_deliveries("d5", ts(30_000), 1_000, 10, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        (
+            claimed.len(),
+            claimed[0].attempt,
+            claimed[0].event.id.as_str()
+        ),
+        (1, 1, event.id.as_str())
+    );
+}
+
+pub async fn gone_endpoints_are_disabled_and_deleted_ones_cancelled(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "gone", 0).await;
+    for id in ["we_gone", "we_deleted"] {
+        store
+            .create_webhook_endpoint(&endpoint(id, &o.id, Environment::Dev, &["*"], 0))
+            .await
+            .expect("endpoint");
+    }
+    dev_events(&*store, &o.id, "gone", 2).await;
+    store.route_events(ts(10_000), 10).await.expect("route");
+    let claimed = store
+        .claim_deliveries("d1", ts(10_000), 1_000, 1, 1)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let gone_id = claimed[0].endpoint.id.clone();
+    let verdict = result(
+        "d1",
+        &claimed[0],
+        10_100,
+        Some(410),
+        DeliveryVerdict::DisableEndpoint,
+    );
+    assert_eq!(
+        store.record_deliveries(&[verdict]).await.expect("record"),
+        vec![true]
+    );
+    let gone = store
+        .get_webhook_endpoint(&o.id, Environment::Dev, &gone_id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(!gone.enabled);
+    assert!(gone.disabled_reason.is_some());
+    // A disabled endpoint's queued deliveries wait; nothing of it is claimed.
+    let rest = store
+        .claim_deliveries("d1", ts(10_200), 1_000, 100, 100)
+        .await
+        .expect("claim");
+    assert!(rest.iter().all(|c| c.endpoint.id != gone_id));
+    let other_id = if gone_id == "we_gone" {
+        "we_deleted"
+    } else {
+        "we_gone"
+    };
+    assert!(
+        store
+            .delete_webhook_endpoint(&o.id, Environment::Dev, other_id, ts(10_300))
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !store
+            .delete_webhook_endpoint(&o.id, Environment::Dev, other_id, ts(10_300))
+            .await
+            .expect("delete")
+    );
+    assert_eq!(
+        store
+            .get_webhook_endpoint(&o.id, Environment::Dev, other_id)
+            .await
+            .expect("get"),
+        None
+    );
+    let (deliveries, _) = store
+        .event_deliveries(&claimed[0].event.id)
+        .await
+        .expect("deliveries");
+    let of_deleted = deliveries
+        .iter()
+        .find(|d| d.endpoint_id == other_id)
+        .expect("delivery");
+    assert_eq!(of_deleted.status, DeliveryStatus::Cancelled);
+
+    // Re-enabling brings the queued deliveries back.
+    let mut back = gone.clone();
+    back.enabled = true;
+    back.disabled_reason = None;
+    back.updated_at = ts(10_400);
+    assert!(store.update_webhook_endpoint(&back).await.expect("update"));
+    let resumed = store
+        .claim_deliveries("d1", ts(10_500), 1_000, 100, 100)
+        .await
+        .expect("claim");
+    assert_eq!(
+        resumed.len(),
+        1,
+        "the second event's delivery to the re-enabled endpoint"
+    );
+    assert_eq!(resumed[0].endpoint.id, gone_id);
+}
+
+pub async fn concurrent_dispatchers_route_and_claim_each_delivery_once(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "fanout", 0).await;
+    store
+        .create_webhook_endpoint(&endpoint("we_f", &o.id, Environment::Dev, &["*"], 0))
+        .await
+        .expect("endpoint");
+    dev_events(&*store, &o.id, "fanout", 60).await;
+    let routers: Vec<_> = (0..3)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                let mut n = 0;
+                loop {
+                    let k = s.route_events(ts(10_000), 7).await.expect("route");
+                    if k == 0 {
+                        return n;
+                    }
+                    n += k;
+                }
+            })
+        })
+        .collect();
+    let mut routed = 0;
+    for r in routers {
+        routed += r.await.expect("router");
+    }
+    assert_eq!(routed, 60);
+    assert_eq!(store.webhook_backlog().await.expect("backlog").pending, 60);
+    let claimers: Vec<_> = (0..4)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = s
+                        .claim_deliveries(&format!("c{i}"), ts(10_000), 60_000, 5, 5)
+                        .await
+                        .expect("claim");
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|c| c.delivery_id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for c in claimers {
+        all.extend(c.await.expect("claimer"));
+    }
+    all.sort_unstable();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(
+        (n, all.len()),
+        (60, 60),
+        "each delivery claimed exactly once"
+    );
 }

@@ -23,6 +23,9 @@ use cobro_types::{
 
 pub mod batch;
 pub mod codec;
+pub mod webhooks;
+
+pub use webhooks::WebhookStore;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -272,7 +275,7 @@ pub struct DemoBootstrap {
 
 /// The storage operations of cobro. Each method is one atomic operation.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: WebhookStore + Send + Sync + std::fmt::Debug + 'static {
     /// The backend's name (`sqlite`, `postgres`) for logs and `/readyz`.
     fn backend(&self) -> &'static str;
 

@@ -1,0 +1,61 @@
+-- 0003: webhook endpoints, deliveries and their attempt log.
+
+-- When the dispatcher turned the event into deliveries (NULL: not yet).
+ALTER TABLE outbox_events ADD COLUMN routed_at INTEGER;
+CREATE INDEX outbox_events_unrouted ON outbox_events (seq) WHERE routed_at IS NULL;
+CREATE INDEX outbox_events_by_purchase ON outbox_events (purchase_id);
+
+CREATE TABLE webhook_endpoints (
+    id                     TEXT PRIMARY KEY,
+    org_id                 TEXT NOT NULL REFERENCES orgs(id),
+    environment            TEXT NOT NULL CHECK (environment IN ('dev', 'prod')),
+    url                    TEXT NOT NULL,
+    description            TEXT,
+    -- '*' or ',type,type,'
+    events                 TEXT NOT NULL,
+    enabled                INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+    disabled_reason        TEXT,
+    secret                 TEXT NOT NULL,
+    previous_secret        TEXT,
+    previous_secret_until  INTEGER,
+    created_at             INTEGER NOT NULL,
+    updated_at             INTEGER NOT NULL,
+    deleted_at             INTEGER
+);
+CREATE INDEX webhook_endpoints_by_org ON webhook_endpoints (org_id, environment);
+
+CREATE TABLE webhook_deliveries (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq         INTEGER NOT NULL REFERENCES outbox_events(seq),
+    endpoint_id       TEXT NOT NULL REFERENCES webhook_endpoints(id),
+    status            TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed', 'cancelled')),
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    -- Due time; while leased, the end of the lease.
+    next_attempt_at   INTEGER NOT NULL,
+    lease_owner       TEXT,
+    last_status_code  INTEGER,
+    last_error        TEXT,
+    created_at        INTEGER NOT NULL,
+    finished_at       INTEGER
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_seq);
+
+-- Every attempt, in order. Never edited.
+CREATE TABLE webhook_attempts (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id    INTEGER NOT NULL REFERENCES webhook_deliveries(id),
+    event_seq      INTEGER NOT NULL,
+    endpoint_id    TEXT NOT NULL,
+    attempt        INTEGER NOT NULL,
+    attempted_at   INTEGER NOT NULL,
+    status_code    INTEGER,
+    latency_ms     INTEGER NOT NULL,
+    error          TEXT
+);
+CREATE INDEX webhook_attempts_by_event ON webhook_attempts (event_seq, id);
+CREATE TRIGGER webhook_attempts_no_update BEFORE UPDATE ON webhook_attempts
+BEGIN SELECT RAISE(ABORT, 'webhook attempts are append-only'); END;
+CREATE TRIGGER webhook_attempts_no_delete BEFORE DELETE ON webhook_attempts
+BEGIN SELECT RAISE(ABORT, 'webhook attempts are append-only'); END;
