@@ -17,8 +17,14 @@
 //! server arrive as [`Error::Api`] with the server's stable `code`.
 #![forbid(unsafe_code)]
 
+pub mod webhooks;
+
 use std::time::Duration;
 
+use cobro_types::events::{
+    CreateWebhookEndpoint, DeletedObject, EventDetail, EventView, RedeliverInput, Redelivery,
+    UpdateWebhookEndpoint, WebhookEndpointView,
+};
 use cobro_types::{
     CHIPI_API_VERSION, CreateSkuPurchaseInput, ErrorBody, LedgerEntryView, OrgBalance, Paginated,
     Sku, Transaction,
@@ -234,6 +240,92 @@ impl Client {
         query: &[(&str, String)],
     ) -> Result<Paginated<LedgerEntryView>, Error> {
         self.get("/v1/ledger-entries", query).await
+    }
+
+    /// Registers a webhook endpoint (secret key). The answer holds its secret, shown once.
+    pub async fn create_webhook_endpoint(
+        &self,
+        input: &CreateWebhookEndpoint,
+    ) -> Result<WebhookEndpointView, Error> {
+        self.send(
+            reqwest::Method::POST,
+            "/v1/webhook-endpoints",
+            &[],
+            Some(input),
+        )
+        .await
+        .map(|(v, _)| v)
+    }
+
+    /// The organisation's webhook endpoints in this key's environment.
+    pub async fn list_webhook_endpoints(&self) -> Result<Paginated<WebhookEndpointView>, Error> {
+        self.get("/v1/webhook-endpoints", &[]).await
+    }
+
+    /// One webhook endpoint.
+    pub async fn get_webhook_endpoint(&self, id: &str) -> Result<WebhookEndpointView, Error> {
+        let path = format!("/v1/webhook-endpoints/{}", encode_path_segment(id));
+        self.get(&path, &[]).await
+    }
+
+    /// Changes the fields present in `input`.
+    pub async fn update_webhook_endpoint(
+        &self,
+        id: &str,
+        input: &UpdateWebhookEndpoint,
+    ) -> Result<WebhookEndpointView, Error> {
+        let path = format!("/v1/webhook-endpoints/{}", encode_path_segment(id));
+        self.send(reqwest::Method::PATCH, &path, &[], Some(input))
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// Deletes an endpoint (its pending deliveries are cancelled).
+    pub async fn delete_webhook_endpoint(&self, id: &str) -> Result<DeletedObject, Error> {
+        let path = format!("/v1/webhook-endpoints/{}", encode_path_segment(id));
+        self.send::<_, ()>(reqwest::Method::DELETE, &path, &[], None)
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// Rotates an endpoint's secret; the old one keeps signing during the server's overlap.
+    pub async fn rotate_webhook_secret(&self, id: &str) -> Result<WebhookEndpointView, Error> {
+        let path = format!(
+            "/v1/webhook-endpoints/{}/rotate-secret",
+            encode_path_segment(id)
+        );
+        self.send::<_, ()>(reqwest::Method::POST, &path, &[], None)
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// Events, newest first; `query` holds `type`, `purchaseId`, `page`, `limit` pairs.
+    pub async fn list_events(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<Paginated<EventView>, Error> {
+        self.get("/v1/events", query).await
+    }
+
+    /// One event with its deliveries and attempt log.
+    pub async fn get_event(&self, id: &str) -> Result<EventDetail, Error> {
+        self.get(&format!("/v1/events/{}", encode_path_segment(id)), &[])
+            .await
+    }
+
+    /// Queues an event again, to one endpoint or to every matching one.
+    pub async fn redeliver_event(
+        &self,
+        id: &str,
+        endpoint_id: Option<&str>,
+    ) -> Result<Redelivery, Error> {
+        let path = format!("/v1/events/{}/redeliver", encode_path_segment(id));
+        let body = RedeliverInput {
+            endpoint_id: endpoint_id.map(str::to_string),
+        };
+        self.send(reqwest::Method::POST, &path, &[], Some(&body))
+            .await
+            .map(|(v, _)| v)
     }
 
     /// A GET on any API path, decoded as `T`.

@@ -22,6 +22,7 @@ const SECTIONS: &[&str] = &[
     "fx",
     "purchases",
     "carrier",
+    "webhooks",
 ];
 
 /// The whole configuration of a cobro process.
@@ -38,6 +39,68 @@ pub struct Config {
     pub fx: FxConfig,
     pub purchases: PurchasesConfig,
     pub carrier: CarrierConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// The webhook dispatcher (see `workers::webhooks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Run the dispatcher in this process.
+    pub enabled: bool,
+    /// Delay before each attempt, in ms: the first entry is the first attempt (0 = at once),
+    /// each later entry the wait after the previous failure. After the last, the delivery
+    /// fails for good. Default: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
+    pub retry_schedule_ms: Vec<u64>,
+    /// Timeout of one delivery attempt.
+    pub timeout_ms: u64,
+    /// How long a dispatcher holds a claimed delivery; must exceed twice `timeout_ms`.
+    pub lease_ms: u64,
+    /// How often an idle dispatcher looks for work (events from this process wake it at once).
+    pub poll_interval_ms: u64,
+    /// Most deliveries in flight in this process.
+    pub max_in_flight: u32,
+    /// Most deliveries in flight to one endpoint from this process.
+    pub max_in_flight_per_endpoint: u32,
+    /// Allow endpoints on loopback, private, link-local and other non-public addresses.
+    pub allow_private_addresses: bool,
+    /// How long the previous secret keeps signing after a rotation.
+    pub rotation_overlap_secs: u64,
+    /// Longest `Retry-After` honoured, in seconds.
+    pub max_retry_after_secs: u64,
+    /// Most endpoints per organisation and environment.
+    pub max_endpoints: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        const MIN: u64 = 60_000;
+        const HOUR: u64 = 60 * MIN;
+        WebhooksConfig {
+            enabled: true,
+            retry_schedule_ms: vec![
+                0,
+                5_000,
+                5 * MIN,
+                30 * MIN,
+                2 * HOUR,
+                5 * HOUR,
+                10 * HOUR,
+                14 * HOUR,
+                20 * HOUR,
+                24 * HOUR,
+            ],
+            timeout_ms: 15_000,
+            lease_ms: 60_000,
+            poll_interval_ms: 250,
+            max_in_flight: 256,
+            max_in_flight_per_endpoint: 16,
+            allow_private_addresses: false,
+            rotation_overlap_secs: 24 * 3600,
+            max_retry_after_secs: 24 * 3600,
+            max_endpoints: 16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,6 +279,7 @@ impl Default for Config {
             fx: FxConfig::default(),
             purchases: PurchasesConfig::default(),
             carrier: CarrierConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -332,7 +396,26 @@ impl Config {
         let rate_ok = rust_decimal::Decimal::from_str_exact(&self.fx.mxn_usd)
             .is_ok_and(|d| d > rust_decimal::Decimal::ZERO);
         let c = &self.carrier;
-        let checks: [(bool, &str); 11] = [
+        let w = &self.webhooks;
+        let checks: [(bool, &str); 15] = [
+            (
+                !w.retry_schedule_ms.is_empty() && w.retry_schedule_ms.len() <= 50,
+                "webhooks.retry_schedule_ms must have 1..=50 entries",
+            ),
+            (
+                (100..=120_000).contains(&w.timeout_ms)
+                    && w.lease_ms > w.timeout_ms.saturating_mul(2),
+                "webhooks.timeout_ms must be 100..=120000 and webhooks.lease_ms more than twice it",
+            ),
+            (
+                (1..=10_000).contains(&w.max_in_flight)
+                    && (1..=w.max_in_flight).contains(&w.max_in_flight_per_endpoint),
+                "webhooks.max_in_flight must be 1..=10000 and max_in_flight_per_endpoint 1..=max_in_flight",
+            ),
+            (
+                w.poll_interval_ms >= 10 && (1..=1000).contains(&w.max_endpoints),
+                "webhooks.poll_interval_ms must be at least 10 and webhooks.max_endpoints 1..=1000",
+            ),
             (
                 c.lease_ms > c.timeout_ms.saturating_mul(2),
                 "carrier.lease_ms must exceed twice carrier.timeout_ms",

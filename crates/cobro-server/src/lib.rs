@@ -25,6 +25,7 @@ pub mod routes;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 pub mod workers;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -56,6 +57,9 @@ pub struct App {
     pub writer: purchases::PurchaseWriter,
     /// The carrier for production purchases (`carrier.url`); `None` refuses them.
     pub carrier: Option<Arc<dyn cobro_carriers::Carrier>>,
+    /// Notified when this process writes outbox events, so the webhook dispatcher starts at
+    /// once instead of at its next poll.
+    pub webhook_wake: Arc<tokio::sync::Notify>,
     catalog: RwLock<Arc<Catalog>>,
     markups: RwLock<Arc<MarkupSnapshot>>,
     versions: Mutex<ChangeVersions>,
@@ -88,7 +92,12 @@ impl App {
             cobro_domain::pricing::FixedRates::new(mxn_usd)
                 .map_err(|e| anyhow::anyhow!("fx.mxn_usd: {e}"))?,
         );
-        let writer = purchases::PurchaseWriter::start(store.clone(), config.purchases.max_batch);
+        let webhook_wake = Arc::new(tokio::sync::Notify::new());
+        let writer = purchases::PurchaseWriter::start(
+            store.clone(),
+            config.purchases.max_batch,
+            webhook_wake.clone(),
+        );
         let carrier: Option<Arc<dyn cobro_carriers::Carrier>> = if config.carrier.url.is_empty() {
             None
         } else {
@@ -100,6 +109,7 @@ impl App {
         };
         let app = App {
             carrier,
+            webhook_wake,
             rates,
             writer,
             config,

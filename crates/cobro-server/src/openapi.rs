@@ -10,7 +10,12 @@ use utoipa::{
     openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{catalog, exchange, org, purchases, system};
+use cobro_types::events::{
+    AttemptView, CreateWebhookEndpoint, DeletedObject, DeliveryView, EventDetail, EventView,
+    RedeliverInput, Redelivery, UpdateWebhookEndpoint, WebhookEndpointView,
+};
+
+use crate::routes::{catalog, exchange, org, purchases, system, webhooks};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -23,17 +28,23 @@ use crate::routes::{catalog, exchange, org, purchases, system};
         catalog::list_skus, catalog::get_sku, catalog::check_reference, exchange::usd_amount,
         purchases::create_purchase, purchases::get_purchase, purchases::list_purchases,
         org::balance, org::ledger_entries,
+        webhooks::create_endpoint, webhooks::list_endpoints, webhooks::get_endpoint,
+        webhooks::update_endpoint, webhooks::delete_endpoint, webhooks::rotate_secret,
+        webhooks::list_events, webhooks::get_event, webhooks::redeliver_event,
         system::healthz, system::readyz, system::jwks,
     ),
     components(schemas(
         ErrorBody, ErrorClass, Sku, SkuCategory, Provider, Currency, Paginated<Sku>,
         CreateSkuPurchaseInput, Transaction, PurchaseStatus, OrgBalance, LedgerEntryView,
+        WebhookEndpointView, CreateWebhookEndpoint, UpdateWebhookEndpoint, DeletedObject,
+        EventView, EventDetail, DeliveryView, AttemptView, RedeliverInput, Redelivery,
     )),
     modifiers(&Security),
     tags(
         (name = "catalog", description = "The SKUs that can be bought"),
         (name = "purchases", description = "Buying SKUs with the organisation's credits"),
         (name = "organisation", description = "Credits and ledger (secret key)"),
+        (name = "webhooks", description = "Webhook endpoints, events and deliveries (secret key)"),
         (name = "operations", description = "Health, readiness, keys"),
     )
 )]

@@ -176,7 +176,13 @@ pub struct PurchaseWriter {
 
 impl PurchaseWriter {
     /// Starts the writer task on the current runtime. It ends when every sender is dropped.
-    pub fn start(store: Arc<dyn Store>, max_batch: usize) -> PurchaseWriter {
+    /// `wake` is notified after every commit that created purchases (their events are in
+    /// the outbox, for the webhook dispatcher).
+    pub fn start(
+        store: Arc<dyn Store>,
+        max_batch: usize,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> PurchaseWriter {
         let (tx, mut rx) = mpsc::channel::<Job>(max_batch.max(1) * 8);
         tokio::spawn(async move {
             let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
@@ -184,6 +190,12 @@ impl PurchaseWriter {
                 let (batch, replies): (Vec<NewPurchase>, Vec<_>) = jobs.drain(..).unzip();
                 match store.create_purchases(&batch).await {
                     Ok(results) => {
+                        if results
+                            .iter()
+                            .any(|r| matches!(r, PurchaseResult::Created(_)))
+                        {
+                            wake.notify_one();
+                        }
                         for (reply, result) in replies.into_iter().zip(results) {
                             let _ = reply.send(Ok(result));
                         }

@@ -22,7 +22,7 @@ use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 use crate::{
     App, AppState, Config,
     error::{ApiError, render_errors},
-    routes::{catalog, exchange, org, purchases, system},
+    routes::{catalog, exchange, org, purchases, system, webhooks},
     telemetry,
 };
 
@@ -63,6 +63,23 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/sku-purchases/{id}", get(purchases::get_purchase))
         .route("/v1/balance", get(org::balance))
         .route("/v1/ledger-entries", get(org::ledger_entries))
+        .route(
+            "/v1/webhook-endpoints",
+            post(webhooks::create_endpoint).get(webhooks::list_endpoints),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            get(webhooks::get_endpoint)
+                .patch(webhooks::update_endpoint)
+                .delete(webhooks::delete_endpoint),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/v1/events", get(webhooks::list_events))
+        .route("/v1/events/{id}", get(webhooks::get_event))
+        .route("/v1/events/{id}/redeliver", post(webhooks::redeliver_event))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
@@ -95,6 +112,7 @@ pub struct RunningServer {
     http: JoinHandle<std::io::Result<()>>,
     refresher: JoinHandle<()>,
     worker: Option<JoinHandle<()>>,
+    dispatcher: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -109,6 +127,9 @@ impl RunningServer {
         self.refresher.await.ok();
         if let Some(worker) = self.worker {
             worker.await.ok();
+        }
+        if let Some(dispatcher) = self.dispatcher {
+            dispatcher.await.ok();
         }
         self.http.await??;
         Ok(())
@@ -138,9 +159,21 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
             carrier,
             app.config.carrier.clone(),
             app.metrics.clone(),
+            app.webhook_wake.clone(),
         );
         tokio::spawn(w.run(shutdown.subscribe()))
     });
+    let dispatcher = if app.config.webhooks.enabled {
+        let d = crate::webhooks::dispatch::Dispatcher::new(
+            app.store.clone(),
+            app.config.webhooks.clone(),
+            app.metrics.clone(),
+            app.webhook_wake.clone(),
+        )?;
+        Some(tokio::spawn(d.run(shutdown.subscribe())))
+    } else {
+        None
+    };
     let service = router(app.clone());
     let http = tokio::spawn(async move {
         axum::serve(listener, service)
@@ -156,6 +189,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
         http,
         refresher,
         worker,
+        dispatcher,
     })
 }
 

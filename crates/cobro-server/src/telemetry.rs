@@ -89,6 +89,14 @@ pub struct Metrics {
     pub fulfilment_open: Gauge,
     /// Of those, purchases retried beyond the limit.
     pub fulfilment_flagged: Gauge,
+    /// Webhook delivery attempts by outcome (`delivered`, `retry`, `failed`, `gone`).
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    /// Webhook deliveries waiting for an attempt.
+    pub webhook_queue_pending: Gauge,
+    /// Age in seconds of the oldest pending webhook delivery (0 when none).
+    pub webhook_queue_age_seconds: Gauge,
+    /// Latency of webhook delivery attempts.
+    pub webhook_attempt_duration: Histogram,
 }
 
 fn duration_histogram() -> Histogram {
@@ -112,6 +120,30 @@ impl Default for Metrics {
         let fulfilment_outcomes = Family::<OutcomeLabels, Counter>::default();
         let fulfilment_open = Gauge::default();
         let fulfilment_flagged = Gauge::default();
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        let webhook_queue_pending = Gauge::default();
+        let webhook_queue_age_seconds = Gauge::default();
+        let webhook_attempt_duration = duration_histogram();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome",
+            webhook_deliveries.clone(),
+        );
+        registry.register(
+            "webhook_queue_pending",
+            "Webhook deliveries waiting for an attempt",
+            webhook_queue_pending.clone(),
+        );
+        registry.register(
+            "webhook_queue_age_seconds",
+            "Age of the oldest pending webhook delivery",
+            webhook_queue_age_seconds.clone(),
+        );
+        registry.register(
+            "webhook_attempt_duration_seconds",
+            "Latency of webhook delivery attempts",
+            webhook_attempt_duration.clone(),
+        );
         registry.register(
             "fulfilment_outcomes",
             "Carrier call outcomes",
@@ -168,6 +200,10 @@ impl Default for Metrics {
             fulfilment_outcomes,
             fulfilment_open,
             fulfilment_flagged,
+            webhook_deliveries,
+            webhook_queue_pending,
+            webhook_queue_age_seconds,
+            webhook_attempt_duration,
         }
     }
 }

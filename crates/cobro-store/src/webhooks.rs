@@ -68,10 +68,10 @@ impl WebhookEndpoint {
     /// one while its overlap lasts.
     pub fn signing_secrets(&self, now: Timestamp) -> Vec<&str> {
         let mut out = vec![self.secret.as_str()];
-        if let (Some(prev), Some(until)) = (&self.previous_secret, self.previous_secret_until) {
-            if until > now {
-                out.push(prev.as_str());
-            }
+        if let (Some(prev), Some(until)) = (&self.previous_secret, self.previous_secret_until)
+            && until > now
+        {
+            out.push(prev.as_str());
         }
         out
     }

@@ -120,6 +120,10 @@ error_codes! {
     OrgNotFound => ("ORG_NOT_FOUND", 404, NotFound),
     /// No purchase with this id in the caller's organisation and environment.
     PurchaseNotFound => ("PURCHASE_NOT_FOUND", 404, NotFound),
+    /// No webhook endpoint with this id in the caller's organisation and environment.
+    WebhookEndpointNotFound => ("WEBHOOK_ENDPOINT_NOT_FOUND", 404, NotFound),
+    /// No event with this id in the caller's organisation and environment.
+    EventNotFound => ("EVENT_NOT_FOUND", 404, NotFound),
 
     // -- money and conflicts ---------------------------------------------------------------------
     /// The organisation's credits do not cover the purchase; nothing was stored or debited.
@@ -128,6 +132,10 @@ error_codes! {
     IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", 422, Conflict),
     /// No carrier can fulfil production purchases right now; nothing was debited.
     CarrierUnavailable => ("CARRIER_UNAVAILABLE", 503, UpstreamError),
+    /// The organisation already has the most webhook endpoints allowed in this environment.
+    WebhookEndpointLimit => ("WEBHOOK_ENDPOINT_LIMIT", 409, Conflict),
+    /// The endpoint is disabled; enable it (PATCH) before redelivering to it.
+    WebhookEndpointDisabled => ("WEBHOOK_ENDPOINT_DISABLED", 409, Conflict),
 
     // -- 5xx -------------------------------------------------------------------------------------
     /// The key's JWKS could not be fetched and no cached copy can verify the token.

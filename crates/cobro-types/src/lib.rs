@@ -9,9 +9,11 @@
 pub mod admin;
 pub mod catalog;
 pub mod error;
+pub mod events;
 pub mod money;
 pub mod purchase;
 pub mod time;
+pub mod webhook;
 
 pub use admin::{ApiKeyCreated, Balance, Environment, OrgCreated, TokenIssued};
 pub use catalog::{CatalogEntry, Currency, Paginated, Provider, Sku, SkuCategory, SkuTexts};

@@ -5,3 +5,4 @@ pub mod exchange;
 pub mod org;
 pub mod purchases;
 pub mod system;
+pub mod webhooks;

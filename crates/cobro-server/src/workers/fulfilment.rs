@@ -33,6 +33,7 @@ pub struct FulfilmentWorker {
     owner: String,
     cfg: CarrierConfig,
     metrics: Arc<Metrics>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// The delay before attempt `attempt + 1`.
@@ -51,6 +52,7 @@ impl FulfilmentWorker {
         carrier: Arc<dyn Carrier>,
         cfg: CarrierConfig,
         metrics: Arc<Metrics>,
+        wake: Arc<tokio::sync::Notify>,
     ) -> Self {
         let suffix = cobro_domain::keys::random_base62(8).unwrap_or_else(|_| "0".into());
         let owner = format!("worker-{}-{suffix}", std::process::id());
@@ -60,6 +62,7 @@ impl FulfilmentWorker {
             owner,
             cfg,
             metrics,
+            wake,
         }
     }
 
@@ -82,6 +85,9 @@ impl FulfilmentWorker {
         }
         if !finishes.is_empty() {
             let done = self.store.finish_purchases(&finishes).await?;
+            if done.iter().any(|d| *d) {
+                self.wake.notify_one();
+            }
             for (f, done) in finishes.iter().zip(done) {
                 if done {
                     tracing::info!(purchase = %f.purchase_id, status = f.status.as_str(), "purchase finished");

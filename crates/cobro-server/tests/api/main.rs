@@ -7,3 +7,4 @@ mod common;
 mod fulfilment;
 mod http;
 mod purchases;
+mod webhooks;
