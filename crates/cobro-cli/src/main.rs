@@ -101,6 +101,73 @@ enum AdminCommand {
     /// Per-SKU or per-category markups.
     #[command(subcommand)]
     Markup(MarkupCommand),
+    /// Webhook endpoints (the same rules as /v1/webhook-endpoints).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+/// Which organisation and environment a webhook command is about.
+#[derive(Debug, Args)]
+struct Scope {
+    #[arg(long)]
+    org: String,
+    #[arg(long, value_parser = ["dev", "prod"])]
+    env: String,
+}
+
+impl Scope {
+    fn env(&self) -> anyhow::Result<Environment> {
+        Environment::parse(&self.env).context("--env must be dev or prod")
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookCommand {
+    /// Register an endpoint (its secret is shown once).
+    Create {
+        #[command(flatten)]
+        scope: Scope,
+        #[arg(long)]
+        url: String,
+        /// Comma-separated event types (default: all).
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List the endpoints.
+    List {
+        #[command(flatten)]
+        scope: Scope,
+    },
+    /// Change an endpoint.
+    Update {
+        id: String,
+        #[command(flatten)]
+        scope: Scope,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        events: Option<Vec<String>>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Delete an endpoint (pending deliveries are cancelled).
+    Delete {
+        id: String,
+        #[command(flatten)]
+        scope: Scope,
+    },
+    /// Replace the secret; the old one keeps signing during the configured overlap.
+    RotateSecret {
+        id: String,
+        #[command(flatten)]
+        scope: Scope,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -364,10 +431,101 @@ async fn admin(config: Config, args: AdminArgs) -> anyhow::Result<()> {
                 )
             })
         }
+        AdminCommand::Webhook(cmd) => webhook_admin(store, &config, json, cmd).await,
         AdminCommand::Catalog(CatalogCommand::Export) => {
             let entries = admin::export_catalog(store).await?;
             println!("{}", serde_json::to_string_pretty(&entries)?);
             Ok(())
+        }
+    }
+}
+
+fn endpoint_text(e: &cobro_types::events::WebhookEndpointView) -> String {
+    let mut out = format!(
+        "{}  {}  events={}  {}",
+        e.id,
+        e.url,
+        e.events.join(","),
+        if e.enabled { "enabled" } else { "disabled" }
+    );
+    if let Some(reason) = &e.disabled_reason {
+        out.push_str(&format!(" ({reason})"));
+    }
+    if let Some(secret) = &e.secret {
+        out.push_str(&format!(
+            "\nsecret  {secret}\n(the secret is shown only this once)"
+        ));
+    }
+    out
+}
+
+async fn webhook_admin(
+    store: &dyn cobro_store::Store,
+    config: &Config,
+    json: bool,
+    cmd: WebhookCommand,
+) -> anyhow::Result<()> {
+    use cobro_server::webhooks::ops;
+    use cobro_types::events::{CreateWebhookEndpoint, UpdateWebhookEndpoint};
+    let cfg = &config.webhooks;
+    let api = |e: cobro_server::error::ApiError| anyhow::anyhow!("{}: {}", e.code, e.message);
+    match cmd {
+        WebhookCommand::Create {
+            scope,
+            url,
+            events,
+            description,
+        } => {
+            let input = CreateWebhookEndpoint {
+                url,
+                events: Some(events),
+                description,
+                enabled: None,
+            };
+            let e = ops::create(store, cfg, &scope.org, scope.env()?, input)
+                .await
+                .map_err(api)?;
+            print_out(json, &e, || endpoint_text(&e))
+        }
+        WebhookCommand::List { scope } => {
+            let all = ops::list(store, &scope.org, scope.env()?)
+                .await
+                .map_err(api)?;
+            print_out(json, &all, || {
+                all.iter().map(endpoint_text).collect::<Vec<_>>().join("\n")
+            })
+        }
+        WebhookCommand::Update {
+            id,
+            scope,
+            url,
+            events,
+            description,
+            enable,
+            disable,
+        } => {
+            let input = UpdateWebhookEndpoint {
+                url,
+                events,
+                description,
+                enabled: (enable || disable).then_some(enable),
+            };
+            let e = ops::update(store, cfg, &scope.org, scope.env()?, &id, input)
+                .await
+                .map_err(api)?;
+            print_out(json, &e, || endpoint_text(&e))
+        }
+        WebhookCommand::Delete { id, scope } => {
+            let d = ops::delete(store, &scope.org, scope.env()?, &id)
+                .await
+                .map_err(api)?;
+            print_out(json, &d, || format!("deleted {}", d.id))
+        }
+        WebhookCommand::RotateSecret { id, scope } => {
+            let e = ops::rotate(store, cfg, &scope.org, scope.env()?, &id)
+                .await
+                .map_err(api)?;
+            print_out(json, &e, || endpoint_text(&e))
         }
     }
 }

@@ -8,7 +8,7 @@ use axum::{
     http::StatusCode,
 };
 use cobro_domain::catalog::{parse_limit, parse_offset, parse_page, window};
-use cobro_store::webhooks::{EventFilter, WebhookEndpoint};
+use cobro_store::webhooks::EventFilter;
 use cobro_types::{
     ErrorBody, ErrorCode, Paginated, Timestamp,
     events::{
@@ -22,52 +22,8 @@ use crate::{
     auth::{Caller, OrgCaller},
     error::ApiError,
     extract::{ApiJson, parse_json, query_pairs},
-    webhooks::{attempt_view, check_events, check_url, delivery_view, endpoint_view, event_view},
+    webhooks::{attempt_view, delivery_view, endpoint_view, event_view, ops},
 };
-
-fn new_secret() -> Result<String, ApiError> {
-    cobro_types::webhook::new_secret().map_err(|e| ApiError::internal("secret generation", e))
-}
-
-fn endpoint_not_found(id: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::WebhookEndpointNotFound,
-        format!("No webhook endpoint with id '{id}'."),
-    )
-}
-
-async fn load_endpoint(
-    app: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<WebhookEndpoint, ApiError> {
-    app.store
-        .get_webhook_endpoint(caller.org_id(), caller.environment(), id)
-        .await?
-        .ok_or_else(|| endpoint_not_found(id))
-}
-
-fn url_param(app: &AppState, url: &str) -> Result<String, ApiError> {
-    check_url(url, app.config.webhooks.allow_private_addresses)
-        .map(|_| url.to_string())
-        .map_err(|msg| ApiError::param(ErrorCode::InvalidParameter, "url", msg))
-}
-
-fn events_param(events: &[String]) -> Result<Vec<String>, ApiError> {
-    check_events(events).map_err(|msg| ApiError::param(ErrorCode::InvalidParameter, "events", msg))
-}
-
-fn description_param(d: Option<String>) -> Result<Option<String>, ApiError> {
-    match d {
-        Some(d) if d.chars().count() > 500 => Err(ApiError::param(
-            ErrorCode::InvalidParameter,
-            "description",
-            "description must be at most 500 characters",
-        )),
-        Some(d) if d.is_empty() => Ok(None),
-        other => Ok(other),
-    }
-}
 
 /// Registers an endpoint. The answer is the only time its secret is shown.
 #[utoipa::path(
@@ -85,41 +41,15 @@ pub async fn create_endpoint(
     State(app): State<AppState>,
     ApiJson(input): ApiJson<CreateWebhookEndpoint>,
 ) -> Result<(StatusCode, Json<WebhookEndpointView>), ApiError> {
-    let url = url_param(&app, &input.url)?;
-    let events = events_param(input.events.as_deref().unwrap_or(&[]))?;
-    let description = description_param(input.description)?;
-    let existing = app
-        .store
-        .list_webhook_endpoints(caller.org_id(), caller.environment())
-        .await?;
-    if existing.len() >= usize::try_from(app.config.webhooks.max_endpoints).unwrap_or(16) {
-        return Err(ApiError::new(
-            ErrorCode::WebhookEndpointLimit,
-            format!(
-                "This organisation already has {} webhook endpoints in this environment; delete one first.",
-                existing.len()
-            ),
-        ));
-    }
-    let now = Timestamp::now();
-    let endpoint = WebhookEndpoint {
-        id: cobro_domain::keys::new_id("we").map_err(|e| ApiError::internal("endpoint id", e))?,
-        org_id: caller.org_id().to_string(),
-        environment: caller.environment(),
-        url,
-        description,
-        events,
-        enabled: input.enabled.unwrap_or(true),
-        disabled_reason: None,
-        secret: new_secret()?,
-        previous_secret: None,
-        previous_secret_until: None,
-        created_at: now,
-        updated_at: now,
-    };
-    app.store.create_webhook_endpoint(&endpoint).await?;
-    let mut view = endpoint_view(&endpoint);
-    view.secret = Some(endpoint.secret.clone());
+    let cfg = &app.config.webhooks;
+    let view = ops::create(
+        app.store.as_ref(),
+        cfg,
+        caller.org_id(),
+        caller.environment(),
+        input,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -133,13 +63,10 @@ pub async fn list_endpoints(
     OrgCaller(caller): OrgCaller,
     State(app): State<AppState>,
 ) -> Result<Json<Paginated<WebhookEndpointView>>, ApiError> {
-    let all = app
-        .store
-        .list_webhook_endpoints(caller.org_id(), caller.environment())
-        .await?;
+    let all = ops::list(app.store.as_ref(), caller.org_id(), caller.environment()).await?;
     let total = all.len() as u64;
     Ok(Json(Paginated {
-        data: all.iter().map(endpoint_view).collect(),
+        data: all,
         total,
         page: 1,
         limit: total.max(1),
@@ -158,9 +85,14 @@ pub async fn get_endpoint(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<WebhookEndpointView>, ApiError> {
-    Ok(Json(endpoint_view(
-        &load_endpoint(&app, &caller, &id).await?,
-    )))
+    let e = ops::load(
+        app.store.as_ref(),
+        caller.org_id(),
+        caller.environment(),
+        &id,
+    )
+    .await?;
+    Ok(Json(endpoint_view(&e)))
 }
 
 /// Changes an endpoint's URL, filter, description or enabled flag.
@@ -177,27 +109,17 @@ pub async fn update_endpoint(
     Path(id): Path<String>,
     ApiJson(input): ApiJson<UpdateWebhookEndpoint>,
 ) -> Result<Json<WebhookEndpointView>, ApiError> {
-    let mut e = load_endpoint(&app, &caller, &id).await?;
-    if let Some(url) = &input.url {
-        e.url = url_param(&app, url)?;
-    }
-    if let Some(events) = &input.events {
-        e.events = events_param(events)?;
-    }
-    if input.description.is_some() {
-        e.description = description_param(input.description)?;
-    }
-    if let Some(enabled) = input.enabled {
-        e.enabled = enabled;
-        if enabled {
-            e.disabled_reason = None;
-        }
-    }
-    e.updated_at = Timestamp::now();
-    if !app.store.update_webhook_endpoint(&e).await? {
-        return Err(endpoint_not_found(&id));
-    }
-    Ok(Json(endpoint_view(&e)))
+    let cfg = &app.config.webhooks;
+    let view = ops::update(
+        app.store.as_ref(),
+        cfg,
+        caller.org_id(),
+        caller.environment(),
+        &id,
+        input,
+    )
+    .await?;
+    Ok(Json(view))
 }
 
 /// Deletes an endpoint; its pending deliveries are cancelled, its attempt log stays.
@@ -212,14 +134,15 @@ pub async fn delete_endpoint(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<DeletedObject>, ApiError> {
-    let deleted = app
-        .store
-        .delete_webhook_endpoint(caller.org_id(), caller.environment(), &id, Timestamp::now())
-        .await?;
-    if !deleted {
-        return Err(endpoint_not_found(&id));
-    }
-    Ok(Json(DeletedObject { id, deleted: true }))
+    Ok(Json(
+        ops::delete(
+            app.store.as_ref(),
+            caller.org_id(),
+            caller.environment(),
+            &id,
+        )
+        .await?,
+    ))
 }
 
 /// Replaces the secret. The previous one keeps signing (a second signature in each header)
@@ -235,26 +158,17 @@ pub async fn rotate_secret(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<WebhookEndpointView>, ApiError> {
-    let mut e = load_endpoint(&app, &caller, &id).await?;
-    let now = Timestamp::now();
-    let overlap_ms = i64::try_from(
-        app.config
-            .webhooks
-            .rotation_overlap_secs
-            .saturating_mul(1000),
-    )
-    .unwrap_or(i64::MAX);
-    let until = Timestamp::from_unix_millis(now.unix_millis().saturating_add(overlap_ms));
-    e.previous_secret = Some(std::mem::replace(&mut e.secret, new_secret()?));
-    e.previous_secret_until = Some(until);
-    e.updated_at = now;
-    if !app.store.update_webhook_endpoint(&e).await? {
-        return Err(endpoint_not_found(&id));
-    }
-    let mut view = endpoint_view(&e);
-    view.secret = Some(e.secret.clone());
-    view.previous_secret_expires_at = Some(until);
-    Ok(Json(view))
+    let cfg = &app.config.webhooks;
+    Ok(Json(
+        ops::rotate(
+            app.store.as_ref(),
+            cfg,
+            caller.org_id(),
+            caller.environment(),
+            &id,
+        )
+        .await?,
+    ))
 }
 
 /// The organisation's events, newest first: what was (or will be) delivered, for
@@ -377,7 +291,13 @@ pub async fn redeliver_event(
     };
     let event = load_event(&app, &caller, &id).await?;
     if let Some(ep) = &input.endpoint_id {
-        let endpoint = load_endpoint(&app, &caller, ep).await?;
+        let endpoint = ops::load(
+            app.store.as_ref(),
+            caller.org_id(),
+            caller.environment(),
+            ep,
+        )
+        .await?;
         if !endpoint.enabled {
             return Err(ApiError::param(
                 ErrorCode::WebhookEndpointDisabled,

@@ -8,6 +8,7 @@
 //! name that later re-points at an internal address is refused too (DNS rebinding).
 
 pub mod dispatch;
+pub mod ops;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
