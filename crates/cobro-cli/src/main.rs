@@ -55,6 +55,36 @@ enum Command {
     Config(ConfigCommand),
     /// Administer the database directly.
     Admin(AdminArgs),
+    /// Run the x402 facilitator alone (POST /verify, POST /settle, GET /supported, also under
+    /// /x402), on the database's payment records and the [x402] configuration.
+    Facilitator {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8402")]
+        listen: String,
+    },
+    /// x402 client commands.
+    #[command(subcommand)]
+    X402(X402Command),
+}
+
+#[derive(Debug, Subcommand)]
+enum X402Command {
+    /// GET a URL, paying its 402 (if any) from a Starknet account, within limits.
+    Pay {
+        url: String,
+        /// The paying account's address.
+        #[arg(long)]
+        account: String,
+        /// The account's STARK private key [env: COBRO_X402_PRIVATE_KEY]; prefer the variable.
+        #[arg(long)]
+        private_key: Option<String>,
+        /// The most this command may pay, in base units of the asset (USDC: 6 decimals).
+        #[arg(long)]
+        max_amount: u128,
+        /// Only pay these recipients (repeat the flag; default: any).
+        #[arg(long = "allow", value_name = "ADDRESS")]
+        allow: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -530,6 +560,30 @@ async fn webhook_admin(
     }
 }
 
+async fn facilitator(config: Config, listen: &str) -> anyhow::Result<()> {
+    telemetry::init_tracing(&config.log.format, &config.log.filter);
+    let mut x402 = config.x402.clone();
+    x402.enabled = true;
+    x402.validate()
+        .map_err(|e| anyhow::anyhow!("x402.{}: {}", e.key, e.message))?;
+    let store = store::open(&config.database)
+        .await
+        .context("opening the database")?;
+    let f = cobro_x402::Facilitator::new(&x402, store.payments())
+        .map_err(|e| anyhow::anyhow!("x402.{}: {}", e.key, e.message))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let url = local_url(listener.local_addr()?);
+    println!(
+        "cobro facilitator ({} settlement, {}) listening on {url}",
+        x402.settlement, x402.network
+    );
+    std::io::stdout().flush()?;
+    cobro_x402::serve_with_shutdown(f, listener, server::shutdown_signal()).await?;
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli)?;
     match cli.command {
@@ -553,6 +607,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(args) => admin(config, args).await,
+        Command::Facilitator { listen } => facilitator(config, &listen).await,
+        Command::X402(X402Command::Pay {
+            url,
+            account,
+            private_key,
+            max_amount,
+            allow,
+        }) => {
+            let key = match private_key {
+                Some(k) => k,
+                None => std::env::var("COBRO_X402_PRIVATE_KEY")
+                    .context("give --private-key or set COBRO_X402_PRIVATE_KEY")?,
+            };
+            let result = cobro_x402::pay(&url, &key, &account, max_amount, &allow)
+                .await
+                .map_err(|e| anyhow::anyhow!("payment refused: {e}"))?;
+            if let Some(s) = &result.settlement {
+                eprintln!(
+                    "paid: success={} transaction={} payer={}",
+                    s.success,
+                    s.transaction,
+                    s.payer.as_deref().unwrap_or("-")
+                );
+            }
+            std::io::stdout().write_all(&result.body)?;
+            if !(200..300).contains(&result.status) {
+                anyhow::bail!("the server answered HTTP {}", result.status);
+            }
+            Ok(())
+        }
     }
 }
 

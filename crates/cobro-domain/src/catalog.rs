@@ -394,6 +394,14 @@ impl Catalog {
         self.entry(id).map(|e| to_sku(e, locale))
     }
 
+    /// Every active SKU, in catalog order, in the given language.
+    pub fn all(&self, locale: Locale) -> Vec<Sku> {
+        self.items
+            .iter()
+            .map(|i| to_sku(&i.entry, locale))
+            .collect()
+    }
+
     /// One page of the SKUs matching `q`.
     pub fn list(&self, q: &CatalogQuery) -> Paginated<Sku> {
         let (offset, limit, page) = window(q.page, q.limit, q.offset);

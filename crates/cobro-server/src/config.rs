@@ -23,6 +23,7 @@ const SECTIONS: &[&str] = &[
     "purchases",
     "carrier",
     "webhooks",
+    "x402",
 ];
 
 /// The whole configuration of a cobro process.
@@ -40,6 +41,8 @@ pub struct Config {
     pub purchases: PurchasesConfig,
     pub carrier: CarrierConfig,
     pub webhooks: WebhooksConfig,
+    /// x402 pay-per-request: the facilitator routes and the paid catalog route.
+    pub x402: cobro_x402::X402Config,
 }
 
 /// The webhook dispatcher (see `workers::webhooks`).
@@ -280,6 +283,7 @@ impl Default for Config {
             purchases: PurchasesConfig::default(),
             carrier: CarrierConfig::default(),
             webhooks: WebhooksConfig::default(),
+            x402: cobro_x402::X402Config::default(),
         }
     }
 }
@@ -463,6 +467,11 @@ impl Config {
                 "http.request_timeout_ms must be at least 100",
             ),
         ];
+        if self.x402.enabled {
+            self.x402
+                .validate()
+                .map_err(|e| format!("x402.{}: {}", e.key, e.message))?;
+        }
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err((*msg).to_string()),
             None => Ok(()),

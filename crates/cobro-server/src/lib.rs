@@ -60,6 +60,8 @@ pub struct App {
     /// Notified when this process writes outbox events, so the webhook dispatcher starts at
     /// once instead of at its next poll.
     pub webhook_wake: Arc<tokio::sync::Notify>,
+    /// The x402 facilitator (`x402.enabled`), on this database's payment records.
+    pub x402: Option<cobro_x402::Facilitator>,
     catalog: RwLock<Arc<Catalog>>,
     markups: RwLock<Arc<MarkupSnapshot>>,
     versions: Mutex<ChangeVersions>,
@@ -107,7 +109,16 @@ impl App {
                     .map_err(anyhow::Error::msg)?,
             ))
         };
+        let x402 = if config.x402.enabled {
+            Some(
+                cobro_x402::Facilitator::new(&config.x402, store.payments())
+                    .map_err(|e| anyhow::anyhow!("x402.{}: {}", e.key, e.message))?,
+            )
+        } else {
+            None
+        };
         let app = App {
+            x402,
             carrier,
             webhook_wake,
             rates,

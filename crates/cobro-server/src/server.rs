@@ -22,7 +22,7 @@ use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 use crate::{
     App, AppState, Config,
     error::{ApiError, render_errors},
-    routes::{catalog, exchange, org, purchases, system, webhooks},
+    routes::{catalog, exchange, org, paid, purchases, system, webhooks},
     telemetry,
 };
 
@@ -48,7 +48,22 @@ pub fn router(app: AppState) -> Router {
     let limit = app.config.http.body_limit_bytes;
     let timeout = Duration::from_millis(app.config.http.request_timeout_ms);
     let metrics = app.metrics.clone();
-    Router::new()
+    let mut paid = Router::new();
+    let mut facilitator = None;
+    if let Some(f) = app.x402.clone() {
+        if !app.config.x402.pay_to.is_empty() {
+            let layer = cobro_x402::PaymentLayer::from_config(f.clone(), &app.config.x402)
+                .description("The cobro SKU catalog, all active SKUs");
+            paid = paid.route("/v1/paid/catalog", get(paid::catalog).layer(layer));
+        }
+        facilitator = Some(cobro_x402::router(f));
+    }
+    let mut router = Router::new();
+    if let Some(f) = facilitator {
+        router = router.nest_service("/x402", f);
+    }
+    router
+        .merge(paid)
         .route("/v1/skus", get(catalog::list_skus))
         .route("/v1/skus/{id}", get(catalog::get_sku))
         .route(
@@ -153,6 +168,20 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Runn
     let (shutdown, mut stop_http) = watch::channel(false);
 
     let refresher = tokio::spawn(refresh_loop(app.clone(), shutdown.subscribe()));
+    if let Some(f) = app.x402.clone() {
+        // Settlements a previous process left in flight are resolved by asking the backend.
+        tokio::spawn(async move {
+            match f.resume().await {
+                Ok(r) => tracing::info!(
+                    settled = r.settled,
+                    failed = r.failed,
+                    pending = r.pending,
+                    "x402 settlements resumed"
+                ),
+                Err(e) => tracing::error!(error = %e, "x402 resume failed"),
+            }
+        });
+    }
     let worker = app.carrier.clone().map(|carrier| {
         let w = crate::workers::fulfilment::FulfilmentWorker::new(
             app.store.clone(),

@@ -8,6 +8,9 @@
 #![forbid(unsafe_code)]
 
 mod webhooks;
+mod x402;
+
+pub use x402::*;
 
 use std::{borrow::Cow, collections::HashMap, str::FromStr, time::Duration};
 
@@ -41,6 +44,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../migrations/0003_webhooks.sql"),
     ),
+    (4, "x402", include_str!("../migrations/0004_x402.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -94,7 +98,7 @@ impl Default for PgOptions {
 /// A cobro store on one PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PgStore {
@@ -678,6 +682,10 @@ const KEY_COLUMNS: &str = "public_key, org_id, environment, secret_hash, jwks_ur
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn payments(&self) -> std::sync::Arc<dyn cobro_x402::PaymentStore> {
+        std::sync::Arc::new(PgPayments(self.clone()))
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -8,6 +8,9 @@
 #![forbid(unsafe_code)]
 
 mod webhooks;
+mod x402;
+
+pub use x402::*;
 
 use std::{borrow::Cow, collections::HashMap, str::FromStr, time::Duration};
 
@@ -44,6 +47,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../migrations/0003_webhooks.sql"),
     ),
+    (4, "x402", include_str!("../migrations/0004_x402.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -97,7 +101,7 @@ impl Default for SqliteOptions {
 /// A cobro store on one SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -580,6 +584,10 @@ const KEY_COLUMNS: &str = "public_key, org_id, environment, secret_hash, jwks_ur
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn payments(&self) -> std::sync::Arc<dyn cobro_x402::PaymentStore> {
+        std::sync::Arc::new(SqlitePayments(self.clone()))
     }
 
     async fn ping(&self) -> StoreResult<()> {

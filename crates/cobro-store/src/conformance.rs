@@ -47,6 +47,7 @@ macro_rules! conformance_suite {
             deliveries_are_leased_retried_and_every_attempt_is_logged,
             gone_endpoints_are_disabled_and_deleted_ones_cancelled,
             concurrent_dispatchers_route_and_claim_each_delivery_once,
+            x402_nonces_are_reserved_once_even_when_raced,
         );
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
@@ -1696,5 +1697,102 @@ pub async fn concurrent_dispatchers_route_and_claim_each_delivery_once(store: Ar
         (n, all.len()),
         (60, 60),
         "each delivery claimed exactly once"
+    );
+}
+
+// -- x402 payments -------------------------------------------------------------------------------
+
+fn payment(payer: &str, nonce: &str) -> cobro_x402::PaymentRecord {
+    cobro_x402::PaymentRecord {
+        payer: payer.into(),
+        nonce: nonce.into(),
+        state: cobro_x402::PaymentState::Reserved,
+        tx_hash: None,
+        network: "SN_MAIN".into(),
+        asset: "0x33068f6539f8e6e6b131e6b2b814e6c34a5224bc66947c47dab9dfee93b35fb".into(),
+        pay_to: "0x5678".into(),
+        amount: "10000".into(),
+        error: None,
+        created_at: 1_700_000_000,
+        updated_at: 1_700_000_000,
+    }
+}
+
+pub async fn x402_nonces_are_reserved_once_even_when_raced(store: Arc<dyn Store>) {
+    use cobro_x402::{PaymentState, ReserveOutcome};
+    let payments = store.payments();
+    let racers: Vec<_> = (0..16)
+        .map(|_| {
+            let p = payments.clone();
+            tokio::spawn(async move { p.reserve(payment("0x1234", "0x1")).await.expect("reserve") })
+        })
+        .collect();
+    let mut won = 0;
+    for r in racers {
+        match r.await.expect("task") {
+            ReserveOutcome::Reserved => won += 1,
+            ReserveOutcome::AlreadyExists(existing) => {
+                assert_eq!(existing.state, PaymentState::Reserved)
+            }
+        }
+    }
+    assert_eq!(won, 1, "exactly one reservation of (payer, nonce)");
+    // The same nonce of another payer is another payment.
+    assert_eq!(
+        payments
+            .reserve(payment("0x9999", "0x1"))
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Reserved
+    );
+    let unfinished = payments.list_unfinished().await.expect("list");
+    assert_eq!(unfinished.len(), 2);
+
+    payments
+        .mark_submitted("0x1234", "0x1", "0xabc")
+        .await
+        .expect("submitted");
+    let p = payments
+        .get("0x1234", "0x1")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (p.state, p.tx_hash.as_deref()),
+        (PaymentState::Submitted, Some("0xabc"))
+    );
+    payments
+        .mark_settled("0x1234", "0x1", "0xabc")
+        .await
+        .expect("settled");
+    // A finished payment does not move again.
+    payments
+        .mark_failed("0x1234", "0x1", "late")
+        .await
+        .expect("no-op");
+    let p = payments
+        .get("0x1234", "0x1")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!((p.state, p.error), (PaymentState::Settled, None));
+    match payments
+        .reserve(payment("0x1234", "0x1"))
+        .await
+        .expect("reserve")
+    {
+        ReserveOutcome::AlreadyExists(existing) => {
+            assert_eq!(existing.tx_hash.as_deref(), Some("0xabc"))
+        }
+        other => panic!("a settled nonce was reserved again: {other:?}"),
+    }
+    payments
+        .mark_failed("0x9999", "0x1", "verify_only")
+        .await
+        .expect("failed");
+    assert!(payments.list_unfinished().await.expect("list").is_empty());
+    assert!(
+        payments.mark_settled("0x7777", "0x1", "0x1").await.is_err(),
+        "unknown payment"
     );
 }

@@ -279,6 +279,9 @@ pub trait Store: WebhookStore + Send + Sync + std::fmt::Debug + 'static {
     /// The backend's name (`sqlite`, `postgres`) for logs and `/readyz`.
     fn backend(&self) -> &'static str;
 
+    /// The x402 payments (nonces and settlements) in this database.
+    fn payments(&self) -> std::sync::Arc<dyn cobro_x402::PaymentStore>;
+
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -8,3 +8,4 @@ mod fulfilment;
 mod http;
 mod purchases;
 mod webhooks;
+mod x402;
