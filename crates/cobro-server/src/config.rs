@@ -97,7 +97,7 @@ impl Default for WebhooksConfig {
             lease_ms: 60_000,
             poll_interval_ms: 250,
             max_in_flight: 256,
-            max_in_flight_per_endpoint: 16,
+            max_in_flight_per_endpoint: 32,
             allow_private_addresses: false,
             rotation_overlap_secs: 24 * 3600,
             max_retry_after_secs: 24 * 3600,

@@ -352,26 +352,32 @@ impl WebhookStore for PgStore {
     }
 
     async fn record_deliveries(&self, results: &[DeliveryResult]) -> StoreResult<Vec<bool>> {
-        let mut tx = self.begin_write().await?;
-        let mut applied = Vec::with_capacity(results.len());
+        if results.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement for the whole batch: log every attempt, apply the verdicts whose lease
+        // is still held, disable the endpoints that answered 410.
+        let n = results.len();
+        let (mut ids, mut owners, mut attempts, mut ats) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut codes, mut latencies, mut errors, mut statuses) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut nexts, mut finisheds, mut disables) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for r in results {
             let a = &r.attempt;
             let at = a.attempted_at.unix_millis();
-            let code = a.status_code.map(i64::from);
-            sqlx::query(
-                "INSERT INTO webhook_attempts (delivery_id, event_seq, endpoint_id, attempt, attempted_at,
-                                               status_code, latency_ms, error)
-                 SELECT id, event_seq, endpoint_id, $1, $2, $3, $4, $5 FROM webhook_deliveries WHERE id = $6",
-            )
-            .bind(i64::from(a.attempt))
-            .bind(at)
-            .bind(code)
-            .bind(i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
-            .bind(&a.error)
-            .bind(a.delivery_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
             let (status, next, finished) = match r.verdict {
                 DeliveryVerdict::Delivered => ("delivered", None, Some(at)),
                 DeliveryVerdict::Retry { next_attempt_at } => {
@@ -381,40 +387,68 @@ impl WebhookStore for PgStore {
                     ("failed", None, Some(at))
                 }
             };
-            let n = sqlx::query(
-                "UPDATE webhook_deliveries
-                 SET status = $1, next_attempt_at = COALESCE($2, next_attempt_at), lease_owner = NULL,
-                     last_status_code = $3, last_error = $4, finished_at = $5
-                 WHERE id = $6 AND lease_owner = $7 AND status = 'pending' AND attempts = $8",
-            )
-            .bind(status)
-            .bind(next)
-            .bind(code)
-            .bind(&a.error)
-            .bind(finished)
-            .bind(a.delivery_id)
-            .bind(&r.owner)
-            .bind(i64::from(a.attempt))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .rows_affected();
-            if n == 1 && r.verdict == DeliveryVerdict::DisableEndpoint {
-                sqlx::query(
-                    "UPDATE webhook_endpoints SET enabled = FALSE, updated_at = $1,
-                            disabled_reason = 'the endpoint answered 410 Gone'
-                     WHERE id = $2 AND enabled",
-                )
-                .bind(at)
-                .bind(&a.endpoint_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            }
-            applied.push(n == 1);
+            ids.push(a.delivery_id);
+            owners.push(r.owner.clone());
+            attempts.push(i32::try_from(a.attempt).unwrap_or(i32::MAX));
+            ats.push(at);
+            codes.push(a.status_code.map(i32::from));
+            latencies.push(i64::try_from(a.latency_ms).unwrap_or(i64::MAX));
+            errors.push(a.error.clone());
+            statuses.push(status);
+            nexts.push(next);
+            finisheds.push(finished);
+            disables.push(r.verdict == DeliveryVerdict::DisableEndpoint);
         }
+        let mut tx = self.begin_write().await?;
+        let applied: std::collections::HashSet<i64> = sqlx::query(
+            "WITH input AS (
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::int[],
+                                      $6::bigint[], $7::text[], $8::text[], $9::bigint[],
+                                      $10::bigint[], $11::bool[])
+                   AS t(delivery_id, owner, attempt, attempted_at, status_code, latency_ms, error,
+                        status, next_at, finished_at, disable)),
+             logged AS (
+                 INSERT INTO webhook_attempts (delivery_id, event_seq, endpoint_id, attempt,
+                                               attempted_at, status_code, latency_ms, error)
+                 SELECT d.id, d.event_seq, d.endpoint_id, i.attempt, i.attempted_at, i.status_code,
+                        i.latency_ms, i.error
+                 FROM input i JOIN webhook_deliveries d ON d.id = i.delivery_id),
+             moved AS (
+                 UPDATE webhook_deliveries d
+                 SET status = i.status, next_attempt_at = COALESCE(i.next_at, d.next_attempt_at),
+                     lease_owner = NULL, last_status_code = i.status_code, last_error = i.error,
+                     finished_at = i.finished_at
+                 FROM input i
+                 WHERE d.id = i.delivery_id AND d.lease_owner = i.owner AND d.status = 'pending'
+                   AND d.attempts = i.attempt
+                 RETURNING d.id, d.endpoint_id, i.disable, i.attempted_at),
+             gone AS (
+                 UPDATE webhook_endpoints w
+                 SET enabled = FALSE, updated_at = m.attempted_at,
+                     disabled_reason = 'the endpoint answered 410 Gone'
+                 FROM moved m WHERE w.id = m.endpoint_id AND m.disable AND w.enabled)
+             SELECT id FROM moved",
+        )
+        .bind(&ids)
+        .bind(&owners)
+        .bind(&attempts)
+        .bind(&ats)
+        .bind(&codes)
+        .bind(&latencies)
+        .bind(&errors)
+        .bind(&statuses)
+        .bind(&nexts)
+        .bind(&finisheds)
+        .bind(&disables)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|r| r.try_get::<i64, _>(0))
+        .collect::<Result<_, _>>()
+        .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        Ok(applied)
+        Ok(ids.iter().map(|id| applied.contains(id)).collect())
     }
 
     async fn list_events(

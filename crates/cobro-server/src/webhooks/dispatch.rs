@@ -159,6 +159,31 @@ impl Dispatcher {
         }
     }
 
+    /// What to record if an attempt's task dies (a bug): logged as an internal error and
+    /// tried again when the lease would have ended.
+    fn lost_attempt(&self, c: &ClaimedDelivery) -> DeliveryResult {
+        let now = Timestamp::now();
+        let lease = i64::try_from(self.cfg.lease_ms).unwrap_or(i64::MAX);
+        DeliveryResult {
+            owner: self.owner.clone(),
+            attempt: AttemptRecord {
+                delivery_id: c.delivery_id,
+                event_id: c.event.id.clone(),
+                endpoint_id: c.endpoint.id.clone(),
+                attempt: c.attempt,
+                attempted_at: now,
+                status_code: None,
+                latency_ms: 0,
+                error: Some("internal error in the dispatcher; will retry".into()),
+            },
+            verdict: DeliveryVerdict::Retry {
+                next_attempt_at: Timestamp::from_unix_millis(
+                    now.unix_millis().saturating_add(lease),
+                ),
+            },
+        }
+    }
+
     /// The HTTP exchange: the status and any `Retry-After`, or why there was no answer.
     async fn send(
         &self,
@@ -217,7 +242,18 @@ impl Dispatcher {
         let mut busy: HashMap<String, u32> = HashMap::new();
         let mut waiting: HashMap<String, VecDeque<ClaimedDelivery>> = HashMap::new();
         let mut waiting_total = 0usize;
-        let mut results: Vec<DeliveryResult> = Vec::new();
+        // Finished attempts are recorded by a separate task in batches, so recording never
+        // holds up starting the next delivery.
+        let (results, mut finished_rx) = tokio::sync::mpsc::unbounded_channel::<DeliveryResult>();
+        let recorder = {
+            let me = this.clone();
+            tokio::spawn(async move {
+                let mut batch = Vec::new();
+                while finished_rx.recv_many(&mut batch, 512).await > 0 {
+                    me.record(&mut batch).await;
+                }
+            })
+        };
         let max = usize::try_from(this.cfg.max_in_flight).unwrap_or(256);
         let per = this.cfg.max_in_flight_per_endpoint;
         let poll = Duration::from_millis(this.cfg.poll_interval_ms);
@@ -231,7 +267,11 @@ impl Dispatcher {
              inflight: &mut FuturesUnordered<BoxFuture<'static, DeliveryResult>>| {
                 *busy.entry(c.endpoint.id.clone()).or_default() += 1;
                 let me = this.clone();
-                inflight.push(async move { me.attempt(c).await }.boxed());
+                // Each attempt runs as its own task, so HTTP exchanges progress while this
+                // loop waits on the database.
+                let lost = me.lost_attempt(&c);
+                let task = tokio::spawn(async move { me.attempt(c).await });
+                inflight.push(async move { task.await.unwrap_or(lost) }.boxed());
             };
 
         loop {
@@ -252,7 +292,8 @@ impl Dispatcher {
                 let free = max.saturating_sub(inflight.len() + waiting_total);
                 // Claim when a good share of the slots is free, so a busy dispatcher does not
                 // run a claim transaction per finished delivery.
-                if free > 0 && (free >= max.div_ceil(4) || inflight.is_empty()) {
+                let few_waiting = waiting_total < usize::try_from(per).unwrap_or(16);
+                if free > 0 && few_waiting && (free >= max.div_ceil(4) || inflight.is_empty()) {
                     let lease = i64::try_from(this.cfg.lease_ms).unwrap_or(i64::MAX);
                     let limit = u32::try_from(free).unwrap_or(u32::MAX);
                     match this
@@ -288,11 +329,8 @@ impl Dispatcher {
                 for c in ready {
                     start(c, &mut busy, &mut inflight);
                 }
-                results.push(r);
-            }
-            if !results.is_empty() {
+                let _ = results.send(r);
                 progressed = true;
-                this.record(&mut results).await;
             }
             if last_gauge.elapsed() >= Duration::from_secs(1) {
                 last_gauge = Instant::now();
@@ -300,11 +338,13 @@ impl Dispatcher {
             }
             if stopping {
                 if inflight.is_empty() {
+                    drop(results);
+                    recorder.await.ok();
                     return;
                 }
                 if let Some(r) = inflight.next().await {
                     busy.remove(&r.attempt.endpoint_id);
-                    results.push(r);
+                    let _ = results.send(r);
                 }
                 continue;
             }
@@ -323,14 +363,32 @@ impl Dispatcher {
                 for c in ready {
                     start(c, &mut busy, &mut inflight);
                 }
-                results.push(r);
+                let _ = results.send(r);
             }
         }
     }
 
-    /// Records finished attempts; on a store error keeps them for the next round (the
-    /// attempt happened and must be logged; the lease protects the delivery meanwhile).
+    /// Records finished attempts, retrying a failed write for up to about 10 s (the attempts
+    /// happened and should be logged). If the database stays down the batch is dropped with an
+    /// error log: its deliveries are still leased, so they are sent again when the leases end
+    /// (at-least-once holds; only those attempts' log lines are lost).
     async fn record(&self, results: &mut Vec<DeliveryResult>) {
+        for _ in 0..100 {
+            if results.is_empty() {
+                return;
+            }
+            self.record_once(results).await;
+        }
+        if !results.is_empty() {
+            tracing::error!(
+                lost = results.len(),
+                "could not record webhook attempts; their deliveries will be retried"
+            );
+            results.clear();
+        }
+    }
+
+    async fn record_once(&self, results: &mut Vec<DeliveryResult>) {
         match self.store.record_deliveries(results).await {
             Ok(applied) => {
                 for (r, ok) in results.iter().zip(applied) {

@@ -70,21 +70,32 @@ async fn the_paid_route_is_paid_by_our_client_and_a_payment_is_accepted_once() {
     assert_eq!(paid.status, 200, "{}", String::from_utf8_lossy(&paid.body));
     let body: Value = serde_json::from_slice(&paid.body).expect("json");
     assert_eq!(body["paidBy"], ACCOUNT);
-    assert_eq!(body["skus"].as_array().expect("skus").len(), app.app().catalog().len());
+    assert_eq!(
+        body["skus"].as_array().expect("skus").len(),
+        app.app().catalog().len()
+    );
     assert!(paid.settlement.as_ref().is_some_and(|s| s.success));
 
     // The same header twice at once: one is served.
     let (name, value) = payment_header(&http, &url).await;
     let send = || http.get(&url).header(name, value.clone()).send();
     let (a, b) = tokio::join!(send(), send());
-    let mut codes = [a.expect("a").status().as_u16(), b.expect("b").status().as_u16()];
+    let mut codes = [
+        a.expect("a").status().as_u16(),
+        b.expect("b").status().as_u16(),
+    ];
     codes.sort_unstable();
     assert_eq!(codes, [200, 402], "a payment is accepted once");
 
     // A fresh payment, served; then the server restarts on the same database and the same
     // header is refused: nonces are durable.
     let (name, value) = payment_header(&http, &url).await;
-    let first = http.get(&url).header(name, &value).send().await.expect("send");
+    let first = http
+        .get(&url)
+        .header(name, &value)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(first.status().as_u16(), 200);
     let server = app.server.take().expect("running");
     server.shutdown().await.expect("shutdown");
@@ -94,7 +105,12 @@ async fn the_paid_route_is_paid_by_our_client_and_a_payment_is_accepted_once() {
     app.url = restarted.url();
     app.server = Some(restarted);
     let url = format!("{}/v1/paid/catalog", app.url);
-    let replay = http.get(&url).header(name, &value).send().await.expect("send");
+    let replay = http
+        .get(&url)
+        .header(name, &value)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(replay.status().as_u16(), 402, "replayed after a restart");
     let body: Value = replay.json().await.expect("json");
     let text = body.to_string();
