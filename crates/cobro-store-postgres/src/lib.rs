@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0003_webhooks.sql"),
     ),
     (4, "x402", include_str!("../migrations/0004_x402.sql")),
+    (
+        5,
+        "purchase key index",
+        include_str!("../migrations/0005_purchase_key_index.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -376,7 +381,8 @@ async fn find_by_keys(
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT p.* FROM UNNEST($1::text[], $2::text[], $3::text[]) AS k(org_id, environment, idempotency_key) \
          CROSS JOIN LATERAL (SELECT {PURCHASE_COLUMNS} FROM purchases \
-             WHERE org_id = k.org_id AND environment = k.environment AND idempotency_key = k.idempotency_key) p"
+             WHERE idempotency_key = k.idempotency_key \
+               AND (org_id || '') = k.org_id AND (environment || '') = k.environment) p"
     ));
     let rows = sqlx::query(sql)
         .bind(&orgs)
