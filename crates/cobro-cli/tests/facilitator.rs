@@ -95,7 +95,13 @@ async fn the_facilitator_runs_alone_and_answers_the_x402_routes() {
     };
     let pay = |max: &str| {
         Command::new(BIN)
-            .args(["x402", "pay", &format!("{base}/v1/paid/catalog"), "--account", "0x1234"])
+            .args([
+                "x402",
+                "pay",
+                &format!("{base}/v1/paid/catalog"),
+                "--account",
+                "0x1234",
+            ])
             .args(["--max-amount", max, "--allow", "0x5678"])
             .env("COBRO_X402_PRIVATE_KEY", "0x1234567890abcdef")
             .output()
@@ -105,7 +111,11 @@ async fn the_facilitator_runs_alone_and_answers_the_x402_routes() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("refused"));
     let paid = pay("10000");
-    assert!(paid.status.success(), "{}", String::from_utf8_lossy(&paid.stderr));
+    assert!(
+        paid.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paid.stderr)
+    );
     let body: serde_json::Value = serde_json::from_slice(&paid.stdout).expect("json");
     assert_eq!(body["paidBy"], "0x1234");
     assert!(String::from_utf8_lossy(&paid.stderr).contains("success=true"));
