@@ -47,18 +47,8 @@ pub enum Outcome {
     NotFound,
 }
 
-/// The answer of a reference check.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReferenceCheck {
-    pub valid: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub holder: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub amount_due: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
+/// The answer of a reference check (the wire type, shared with the SDK).
+pub use cobro_types::catalog::ReferenceCheck;
 
 /// Why a reference check could not be answered.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,8 @@
 //! Configuration precedence: defaults < `--config FILE` < `COBRO_*` variables < flags.
 #![forbid(unsafe_code)]
 
+mod client;
+
 use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
@@ -65,6 +67,51 @@ enum Command {
     /// x402 client commands.
     #[command(subcommand)]
     X402(X402Command),
+    /// Browse the catalog.
+    #[command(subcommand)]
+    Skus(client::SkusCommand),
+    /// Convert an amount to USD at the server's rate.
+    Quote {
+        /// The amount, e.g. 200
+        #[arg(long)]
+        amount: String,
+        /// MXN
+        #[arg(long, default_value = "MXN")]
+        currency: String,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Buy a SKU: cobro buy SKU REFERENCE [--amount N] [--wait]
+    Buy(client::BuyArgs),
+    /// Look up purchases.
+    #[command(subcommand)]
+    Purchases(client::PurchasesCommand),
+    /// The organisation's credits (secret key).
+    Balance {
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// The organisation's ledger, newest first (secret key).
+    Ledger {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[arg(long)]
+        page: Option<u64>,
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Events and their deliveries (secret key).
+    #[command(subcommand)]
+    Events(client::EventsCommand),
+    /// Webhook tools for integrators.
+    #[command(subcommand)]
+    Webhook(WebhookClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookClientCommand {
+    /// Run a local receiver that verifies and prints deliveries.
+    Listen(client::ListenArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -608,6 +655,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Admin(args) => admin(config, args).await,
         Command::Facilitator { listen } => facilitator(config, &listen).await,
+        Command::Skus(cmd) => client::skus(cmd).await,
+        Command::Quote {
+            amount,
+            currency,
+            remote,
+        } => client::quote(remote, amount, currency).await,
+        Command::Buy(args) => client::buy(args).await,
+        Command::Purchases(cmd) => client::purchases(cmd).await,
+        Command::Balance { remote } => client::balance(remote).await,
+        Command::Ledger {
+            remote,
+            page,
+            limit,
+        } => client::ledger(remote, page, limit).await,
+        Command::Events(cmd) => client::events(cmd).await,
+        Command::Webhook(WebhookClientCommand::Listen(args)) => client::listen(args).await,
         Command::X402(X402Command::Pay {
             url,
             account,

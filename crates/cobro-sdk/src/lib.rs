@@ -14,8 +14,16 @@
 //! ```
 //!
 //! Every request carries `__chipi_api_version`, as the official SDKs do. Errors from the
-//! server arrive as [`Error::Api`] with the server's stable `code`.
+//! server arrive as [`Error::Api`] with the server's stable `code`, `status`, `param` and
+//! `request_id`.
+//!
+//! **Retries.** Connection failures, timeouts and 5xx answers are retried (by default twice,
+//! with a growing pause) only for calls that are safe to repeat: reads, `PATCH`, `DELETE`, and
+//! [`Client::create_purchase`], which always sends the same idempotency key
+//! (`transactionHash`) so a repeat can only ever answer the same purchase. Other writes
+//! (registering an endpoint, rotating a secret, redelivering) are sent once.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod webhooks;
 
@@ -37,9 +45,11 @@ pub enum Error {
     /// The server answered with an error body.
     #[error("{status} {code}: {message}")]
     Api {
+        /// The HTTP status.
         status: u16,
         /// The stable error code, e.g. `SKU_NOT_FOUND`.
         code: String,
+        /// The server's explanation (wording may change; match on `code`).
         message: String,
         /// The parameter at fault, when the server named one.
         param: Option<String>,
@@ -55,10 +65,23 @@ pub enum Error {
     /// The client was configured wrongly.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// [`Client::wait_for_settlement`] gave up before the purchase settled.
+    #[error("purchase {id} still {status:?} after the timeout")]
+    Timeout {
+        /// The purchase id.
+        id: String,
+        /// Its last known status.
+        status: cobro_types::PurchaseStatus,
+    },
 }
 
 impl Error {
     /// The server's error code, if this is an API error.
+    ///
+    /// ```
+    /// let e = cobro_sdk::Error::Transport("refused".into());
+    /// assert_eq!(e.code(), None);
+    /// ```
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Api { code, .. } => Some(code),
@@ -78,8 +101,11 @@ impl Error {
 /// Filters and pagination of `GET /v1/skus` (all optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SkuListQuery {
+    /// 1-based page.
     pub page: Option<u64>,
+    /// Page size (1..=100).
     pub limit: Option<u64>,
+    /// Items to skip (instead of `page`).
     pub offset: Option<u64>,
     /// `TET` or `CHIPI`.
     pub provider: Option<String>,
@@ -129,6 +155,17 @@ pub struct Client {
     base: String,
     api_key: Option<String>,
     bearer: Option<String>,
+    retries: u32,
+}
+
+/// A new idempotency key for a purchase (`cobro-` and 32 random hex digits).
+///
+/// ```
+/// let k = cobro_sdk::new_idempotency_key();
+/// assert!(k.starts_with("cobro-") && k.len() == 38);
+/// ```
+pub fn new_idempotency_key() -> String {
+    format!("cobro-{}", uuid::Uuid::new_v4().simple())
 }
 
 impl Client {
@@ -153,7 +190,20 @@ impl Client {
             base,
             api_key: None,
             bearer: None,
+            retries: 2,
         })
+    }
+
+    /// How many times a call that is safe to repeat is retried after a connection error, a
+    /// timeout or a 5xx answer (default 2; 0 disables retries).
+    ///
+    /// ```
+    /// let c = cobro_sdk::Client::new("http://127.0.0.1:8080")?.with_retries(5);
+    /// # Ok::<(), cobro_sdk::Error>(())
+    /// ```
+    pub fn with_retries(mut self, retries: u32) -> Client {
+        self.retries = retries;
+        self
     }
 
     /// Sends `x-api-key: key` on every request.
@@ -197,14 +247,46 @@ impl Client {
         self.get("/v1/exchanges/usd-amount", &q).await
     }
 
-    /// Buys a SKU. The answer says whether it was a replay of an earlier request with the
-    /// same `transactionHash` (the idempotency key).
+    /// Buys a SKU. An empty `transactionHash` (the idempotency key) is replaced by a new
+    /// one ([`new_idempotency_key`]); the same key is used for every retry, so a retried POST
+    /// can never buy twice. The answer says whether it was a replay of an earlier request with
+    /// the same key.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let input: cobro_types::CreateSkuPurchaseInput = serde_json::from_value(serde_json::json!({
+    ///     "transactionHash": "", "skuId": "sku-tl-TEL010", "skuReference": "5512345678",
+    ///     "currencyAmount": 10, "chain": "STARKNET", "token": "USDC", "walletAddress": "0x0",
+    /// })).expect("valid body");
+    /// let created = client.create_purchase(&input).await?;
+    /// let settled = client
+    ///     .wait_for_settlement(&created.value.id, std::time::Duration::from_secs(60))
+    ///     .await?;
+    /// println!("{:?} {:?}", settled.status, settled.sku_file_number);
+    /// # Ok(()) }
+    /// ```
     pub async fn create_purchase(
         &self,
         input: &CreateSkuPurchaseInput,
     ) -> Result<Created<Transaction>, Error> {
+        let keyed;
+        let input = if input.transaction_hash.is_empty() {
+            keyed = CreateSkuPurchaseInput {
+                transaction_hash: new_idempotency_key(),
+                ..input.clone()
+            };
+            &keyed
+        } else {
+            input
+        };
         let (value, headers) = self
-            .send(reqwest::Method::POST, "/v1/sku-purchases", &[], Some(input))
+            .request(
+                reqwest::Method::POST,
+                "/v1/sku-purchases",
+                &[],
+                Some(input),
+                true,
+            )
             .await?;
         let replayed = headers
             .get("idempotent-replayed")
@@ -227,6 +309,59 @@ impl Client {
         query: &[(&str, String)],
     ) -> Result<Paginated<Transaction>, Error> {
         self.get("/v1/sku-purchases", query).await
+    }
+
+    /// Polls a purchase until it is `SUCCESS` or `FAILED` (or `CANCELLED`), waiting 100 ms,
+    /// then longer (up to 2 s) between polls; [`Error::Timeout`] after `timeout`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let tx = client.wait_for_settlement("tx-…", std::time::Duration::from_secs(30)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_settlement(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Transaction, Error> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let tx = self.get_purchase(id).await?;
+            if tx.status.is_terminal() {
+                return Ok(tx);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    id: id.to_string(),
+                    status: tx.status,
+                });
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Asks the biller whether a reference (phone number, account) is valid before buying,
+    /// where the SKU allows it (`canCheckSkuReference`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let check = client.check_reference("sku-cfe-LUZ", "123456789012").await?;
+    /// println!("valid: {}, due: {:?}", check.valid, check.amount_due);
+    /// # Ok(()) }
+    /// ```
+    pub async fn check_reference(
+        &self,
+        sku_id: &str,
+        reference: &str,
+    ) -> Result<cobro_types::catalog::ReferenceCheck, Error> {
+        let path = format!("/v1/skus/{}/check-reference", encode_path_segment(sku_id));
+        let body = serde_json::json!({ "reference": reference });
+        self.request(reqwest::Method::POST, &path, &[], Some(&body), true)
+            .await
+            .map(|(v, _)| v)
     }
 
     /// The organisation's credits (secret key).
@@ -339,8 +474,47 @@ impl Client {
             .map(|(v, _)| v)
     }
 
-    /// Any request, decoded as `T`, with the response headers.
+    /// Any request, decoded as `T`, with the response headers. GET, PUT, PATCH and DELETE are
+    /// retried (see the crate docs); POST is sent once.
     pub async fn send<T: DeserializeOwned, B: serde::Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+    ) -> Result<(T, reqwest::header::HeaderMap), Error> {
+        let repeatable = method != reqwest::Method::POST;
+        self.request(method, path, query, body, repeatable).await
+    }
+
+    async fn request<T: DeserializeOwned, B: serde::Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+        repeatable: bool,
+    ) -> Result<(T, reqwest::header::HeaderMap), Error> {
+        let attempts = if repeatable { self.retries + 1 } else { 1 };
+        let mut pause = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            let result = self.once(method.clone(), path, query, body).await;
+            let retryable = match &result {
+                Err(Error::Transport(_)) => true,
+                Err(Error::Api { status, .. }) => *status >= 500,
+                _ => false,
+            };
+            if !retryable || attempt >= attempts {
+                return result;
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            attempt += 1;
+        }
+    }
+
+    async fn once<T: DeserializeOwned, B: serde::Serialize>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -401,6 +575,7 @@ impl Client {
 /// A created resource, and whether the answer was an idempotent replay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Created<T> {
+    /// The resource.
     pub value: T,
     /// `true` when the server answered with an existing resource (`Idempotent-Replayed: true`).
     pub replayed: bool,

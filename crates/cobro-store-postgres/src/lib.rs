@@ -369,25 +369,23 @@ async fn find_by_keys(
     conn: &mut PgConnection,
     batch: &[NewPurchase],
 ) -> StoreResult<HashMap<batch::PurchaseKey, PurchaseRecord>> {
-    let orgs: Vec<&str> = batch.iter().map(|p| p.record.org_id.as_str()).collect();
-    let envs: Vec<&str> = batch
+    let scopes: Vec<String> = batch
         .iter()
-        .map(|p| p.record.environment.as_str())
-        .collect();
-    let keys: Vec<&str> = batch
-        .iter()
-        .map(|p| p.record.idempotency_key.as_str())
+        .map(|p| {
+            let r = &p.record;
+            format!(
+                "{}/{}/{}",
+                r.org_id,
+                r.environment.as_str(),
+                r.idempotency_key
+            )
+        })
         .collect();
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT p.* FROM UNNEST($1::text[], $2::text[], $3::text[]) AS k(org_id, environment, idempotency_key) \
-         CROSS JOIN LATERAL (SELECT {PURCHASE_COLUMNS} FROM purchases \
-             WHERE idempotency_key = k.idempotency_key \
-               AND (org_id || '') = k.org_id AND (environment || '') = k.environment) p"
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE key_scope = ANY($1::text[])"
     ));
     let rows = sqlx::query(sql)
-        .bind(&orgs)
-        .bind(&envs)
-        .bind(&keys)
+        .bind(&scopes)
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
@@ -487,7 +485,7 @@ async fn try_batch(
          $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], \
          $18::text[], $19::bigint[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::boolean[], \
          $25::text[], $26::text[], $27::bigint[], $28::bigint[], $29::bigint[]) \
-         ON CONFLICT (org_id, environment, idempotency_key) DO NOTHING RETURNING id"
+         ON CONFLICT (key_scope) DO NOTHING RETURNING id"
     ));
     let inserted = sqlx::query(sql)
         .bind(col(|r| r.id.clone()))

@@ -223,6 +223,23 @@ fn default_true() -> bool {
     true
 }
 
+/// The answer of `POST /v1/skus/{id}/check-reference`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceCheck {
+    /// Whether the biller knows the reference.
+    pub valid: bool,
+    /// The account holder's name, when the biller tells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// What is due on a bill, as a decimal string in the SKU's currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_due: Option<String>,
+    /// Why the reference is not valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// The list envelope of every paginated endpoint: `PaginatedResponse<T>` in the SDK.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
