@@ -24,35 +24,7 @@ struct Setup {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tmp");
     let db = sqlite_url(dir.path());
-    assert!(cobro(&db, &["migrate"]).status.success());
-    let catalog = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../cobro-server/catalog/demo-catalog.json"
-    );
-    assert!(
-        cobro(&db, &["admin", "catalog", "import", catalog])
-            .status
-            .success()
-    );
-    let org = json(&db, &["admin", "org", "create", "CLI client", "--json"])["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let key = json(
-        &db,
-        &[
-            "admin", "key", "create", "--org", &org, "--env", "dev", "--json",
-        ],
-    );
-    let pk = key["publicKey"].as_str().expect("pk").to_string();
-    let sk = key["secretKey"].as_str().expect("sk").to_string();
-    let token = json(
-        &db,
-        &["admin", "token", "--key", &pk, "--sub", "cli", "--json"],
-    )["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let Tenant { pk, sk, token, .. } = tenant(&db, "CLI client", "dev");
     let server = serve_with(
         &db,
         &[

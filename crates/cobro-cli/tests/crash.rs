@@ -99,45 +99,14 @@ async fn sigkill_during_a_purchase_burst_loses_nothing_and_fulfils_nothing_twice
     let setup = {
         let db = db.clone();
         tokio::task::spawn_blocking(move || {
-            assert!(cobro(&db, &["migrate"]).status.success());
-            let catalog = concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../cobro-server/catalog/demo-catalog.json"
-            );
-            assert!(
-                cobro(&db, &["admin", "catalog", "import", catalog])
-                    .status
-                    .success()
-            );
-            let org = json(&db, &["admin", "org", "create", "Crash test", "--json"])["id"]
-                .as_str()
-                .expect("id")
-                .to_string();
-            let key = json(
-                &db,
-                &[
-                    "admin", "key", "create", "--org", &org, "--env", "prod", "--json",
-                ],
-            );
+            let t = tenant(&db, "Crash test", "prod");
             json(
                 &db,
                 &[
-                    "admin", "credits", "add", "--org", &org, "--usd", "1000", "--json",
+                    "admin", "credits", "add", "--org", &t.org, "--usd", "1000", "--json",
                 ],
             );
-            let pk = key["publicKey"].as_str().expect("pk").to_string();
-            let token = json(
-                &db,
-                &["admin", "token", "--key", &pk, "--sub", "crash", "--json"],
-            )["token"]
-                .as_str()
-                .expect("token")
-                .to_string();
-            (
-                pk,
-                key["secretKey"].as_str().expect("sk").to_string(),
-                token,
-            )
+            (t.pk, t.sk, t.token)
         })
         .await
         .expect("setup")

@@ -77,34 +77,7 @@ async fn events_written_before_a_sigkill_are_delivered_after_the_restart() {
         let db = db.clone();
         let hole_url = hole_url.clone();
         tokio::task::spawn_blocking(move || {
-            assert!(cobro(&db, &["migrate"]).status.success());
-            let catalog = concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../cobro-server/catalog/demo-catalog.json"
-            );
-            assert!(
-                cobro(&db, &["admin", "catalog", "import", catalog])
-                    .status
-                    .success()
-            );
-            let org = json(&db, &["admin", "org", "create", "Webhook crash", "--json"])["id"]
-                .as_str()
-                .expect("id")
-                .to_string();
-            let key = json(
-                &db,
-                &[
-                    "admin", "key", "create", "--org", &org, "--env", "dev", "--json",
-                ],
-            );
-            let pk = key["publicKey"].as_str().expect("pk").to_string();
-            let token = json(
-                &db,
-                &["admin", "token", "--key", &pk, "--sub", "crash", "--json"],
-            )["token"]
-                .as_str()
-                .expect("token")
-                .to_string();
+            let Tenant { org, pk, token, .. } = tenant(&db, "Webhook crash", "dev");
             // Loopback endpoints are refused unless allowed; the admin command follows the
             // same configuration as the server.
             let refused = cobro(

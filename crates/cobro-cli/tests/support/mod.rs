@@ -107,3 +107,48 @@ pub fn serve_with(db: &str, env: &[(&str, &str)]) -> Server {
 pub fn serve(db: &str) -> Server {
     serve_with(db, &[])
 }
+
+/// An organisation with one key pair and a customer JWT for it.
+pub struct Tenant {
+    pub org: String,
+    pub pk: String,
+    pub sk: String,
+    pub token: String,
+}
+
+/// Migrates `db`, imports the demo catalog, and creates an organisation named `name` with a
+/// key pair in `env` (`dev` or `prod`) and a one-hour customer JWT, all through the CLI.
+pub fn tenant(db: &str, name: &str, env: &str) -> Tenant {
+    assert!(cobro(db, &["migrate"]).status.success());
+    let catalog = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../cobro-server/catalog/demo-catalog.json"
+    );
+    assert!(
+        cobro(db, &["admin", "catalog", "import", catalog])
+            .status
+            .success()
+    );
+    let org = json(db, &["admin", "org", "create", name, "--json"])["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let key = json(
+        db,
+        &[
+            "admin", "key", "create", "--org", &org, "--env", env, "--json",
+        ],
+    );
+    let pk = key["publicKey"].as_str().expect("pk").to_string();
+    let sk = key["secretKey"].as_str().expect("sk").to_string();
+    let token = json(
+        db,
+        &[
+            "admin", "token", "--key", &pk, "--sub", "cli-test", "--json",
+        ],
+    )["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    Tenant { org, pk, sk, token }
+}
