@@ -259,6 +259,40 @@ fn the_first_start_quickstart_works_when_pasted_and_later_starts_are_quiet() {
             "{body}"
         );
     }
+    // The CLI lines, pasted into one shell as printed, with `cobro` on the PATH.
+    let cli: Vec<&str> = server
+        .stdout
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| {
+            l.starts_with("export COBRO_URL=")
+                || (l.starts_with("cobro ") && !l.starts_with("cobro listening"))
+        })
+        .collect();
+    assert_eq!(cli.len(), 4, "export, skus, buy, purchases: {text}");
+    let bin_dir = std::path::Path::new(BIN).parent().expect("bin dir");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg("-ec")
+        .arg(cli.join("\n"))
+        .env("PATH", path)
+        .env_remove("COBRO_PROFILE")
+        .output()
+        .expect("bash");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("sku-tl-TEL010") && printed.contains("SUCCESS"),
+        "{printed}"
+    );
     drop(server);
 
     let again = serve(&db);

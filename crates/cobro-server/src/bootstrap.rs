@@ -124,6 +124,21 @@ pub fn quickstart(setup: &DemoSetup, base_url: &str) -> String {
         "  # its status (newest purchase first)".to_string(),
         format!("  curl -s '{base_url}/v1/sku-purchases?limit=1' {auth}"),
         String::new(),
+        "Or with the cobro CLI (./target/release/cobro from the repository), in another terminal:"
+            .to_string(),
+        String::new(),
+        format!(
+            "  export COBRO_URL={base_url} COBRO_API_KEY={} COBRO_TOKEN={} COBRO_SECRET_KEY={}",
+            setup.dev.public_key, setup.dev_token, setup.dev.secret_key
+        ),
+        "  cobro skus list --category RECARGAS --carrier telcel --limit 5".to_string(),
+        "  cobro buy sku-tl-TEL010 5512345678 --wait".to_string(),
+        "  cobro purchases list --limit 5".to_string(),
+        String::new(),
+        "  # webhooks on this machine: start the server with COBRO_WEBHOOKS_ALLOW_PRIVATE_ADDRESSES=true,"
+            .to_string(),
+        "  # then run `cobro webhook listen --register` and buy again in a third terminal".to_string(),
+        String::new(),
         format!(
             "More: {base_url}/openapi.json, and `cobro admin token --key {} --sub SOMEONE` for new tokens.",
             setup.dev.public_key
