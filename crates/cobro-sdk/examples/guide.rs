@@ -65,5 +65,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tx.status,
         tx.sku_file_number.as_deref().unwrap_or("-")
     );
+    if tx.status != cobro_types::PurchaseStatus::Success {
+        return Err(format!("the purchase ended {:?}: {:?}", tx.status, tx.error_message).into());
+    }
     Ok(())
 }
