@@ -40,6 +40,18 @@ use cobro_types::{
 use serde::de::DeserializeOwned;
 
 /// What can go wrong when calling the API.
+///
+/// ```no_run
+/// # async fn demo(client: cobro_sdk::Client) {
+/// match client.get_sku("sku-nope", None).await {
+///     Err(cobro_sdk::Error::Api { code, request_id, .. }) if code == "SKU_NOT_FOUND" => {
+///         eprintln!("no such SKU (request {request_id:?})");
+///     }
+///     Err(other) => eprintln!("{other}"),
+///     Ok(sku) => println!("{}", sku.name),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server answered with an error body.
@@ -90,6 +102,11 @@ impl Error {
     }
 
     /// The HTTP status, if this is an API error.
+    ///
+    /// ```
+    /// let e = cobro_sdk::Error::Config("bad".into());
+    /// assert_eq!(e.status(), None);
+    /// ```
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } => Some(*status),
@@ -99,6 +116,11 @@ impl Error {
 }
 
 /// Filters and pagination of `GET /v1/skus` (all optional).
+///
+/// ```
+/// let q = cobro_sdk::SkuListQuery { chipi_category: Some("RECARGAS".into()), limit: Some(20), ..Default::default() };
+/// assert_eq!(q.page, None);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SkuListQuery {
     /// 1-based page.
@@ -148,7 +170,13 @@ impl SkuListQuery {
     }
 }
 
-/// A client bound to one server and one API key.
+/// A client bound to one server and one API key; cheap to clone (connections are shared).
+///
+/// ```
+/// let client = cobro_sdk::Client::new("http://127.0.0.1:8080")?.with_api_key("pk_dev_…").with_bearer("eyJ…");
+/// let for_org = client.clone().with_bearer("sk_dev_…");
+/// # Ok::<(), cobro_sdk::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -170,6 +198,12 @@ pub fn new_idempotency_key() -> String {
 
 impl Client {
     /// A client for the server at `base_url` (`http://host:port`; a trailing `/v1` is allowed).
+    ///
+    /// ```
+    /// let client = cobro_sdk::Client::new("http://127.0.0.1:8080")?;
+    /// assert_eq!(client.base_url(), "http://127.0.0.1:8080");
+    /// # Ok::<(), cobro_sdk::Error>(())
+    /// ```
     pub fn new(base_url: &str) -> Result<Client, Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -207,28 +241,62 @@ impl Client {
     }
 
     /// Sends `x-api-key: key` on every request.
+    ///
+    /// ```
+    /// let client = cobro_sdk::Client::new("http://127.0.0.1:8080")?.with_api_key("pk_dev_…");
+    /// # Ok::<(), cobro_sdk::Error>(())
+    /// ```
     pub fn with_api_key(mut self, key: impl Into<String>) -> Client {
         self.api_key = Some(key.into());
         self
     }
 
     /// Sends `Authorization: Bearer token` on every request.
+    ///
+    /// ```
+    /// let client = cobro_sdk::Client::new("http://127.0.0.1:8080")?
+    ///     .with_api_key("pk_dev_…")
+    ///     .with_bearer("eyJ…"); // a customer JWT, or sk_… for organisation calls
+    /// # Ok::<(), cobro_sdk::Error>(())
+    /// ```
     pub fn with_bearer(mut self, token: impl Into<String>) -> Client {
         self.bearer = Some(token.into());
         self
     }
 
     /// The base URL requests go to.
+    ///
+    /// ```
+    /// let client = cobro_sdk::Client::new("http://127.0.0.1:8080/v1/")?;
+    /// assert_eq!(client.base_url(), "http://127.0.0.1:8080");
+    /// # Ok::<(), cobro_sdk::Error>(())
+    /// ```
     pub fn base_url(&self) -> &str {
         &self.base
     }
 
     /// Lists SKUs.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let page = client
+    ///     .list_skus(&cobro_sdk::SkuListQuery { carrier_name: Some("telcel".into()), ..Default::default() })
+    ///     .await?;
+    /// println!("{} of {}", page.data.len(), page.total);
+    /// # Ok(()) }
+    /// ```
     pub async fn list_skus(&self, query: &SkuListQuery) -> Result<Paginated<Sku>, Error> {
         self.get("/v1/skus", &query.pairs()).await
     }
 
     /// Fetches one SKU, optionally in a language (`es`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let sku = client.get_sku("sku-tl-TEL010", Some("es")).await?;
+    /// println!("{}", sku.name);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_sku(&self, id: &str, locale: Option<&str>) -> Result<Sku, Error> {
         let path = format!("/v1/skus/{}", encode_path_segment(id));
         let query: Vec<(&'static str, String)> = locale
@@ -239,6 +307,13 @@ impl Client {
     }
 
     /// Converts an amount to USD at the server's current rate (`getUsdAmount`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let usd = client.usd_amount("200", "MXN").await?;
+    /// println!("200 MXN = {usd} USD");
+    /// # Ok(()) }
+    /// ```
     pub async fn usd_amount(&self, currency_amount: &str, currency: &str) -> Result<f64, Error> {
         let q = [
             ("currencyAmount", currency_amount.to_string()),
@@ -295,6 +370,13 @@ impl Client {
     }
 
     /// One purchase.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let tx = client.get_purchase("tx-…").await?;
+    /// println!("{:?}", tx.status);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_purchase(&self, id: &str) -> Result<Transaction, Error> {
         self.get(
             &format!("/v1/sku-purchases/{}", encode_path_segment(id)),
@@ -304,6 +386,13 @@ impl Client {
     }
 
     /// Purchases, newest first; `query` holds `page`, `limit`, `status`, `skuId`, … pairs.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let page = client.list_purchases(&[("status", "SUCCESS".to_string())]).await?;
+    /// println!("{} purchases", page.total);
+    /// # Ok(()) }
+    /// ```
     pub async fn list_purchases(
         &self,
         query: &[(&str, String)],
@@ -365,11 +454,27 @@ impl Client {
     }
 
     /// The organisation's credits (secret key).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let b = client.balance().await?; // with the secret key as bearer
+    /// println!("{} USD", b.available_usd.to_usd_string());
+    /// # Ok(()) }
+    /// ```
     pub async fn balance(&self) -> Result<OrgBalance, Error> {
         self.get("/v1/balance", &[]).await
     }
 
     /// The organisation's ledger, newest first (secret key).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let page = client.ledger_entries(&[("limit", "20".to_string())]).await?;
+    /// for e in &page.data {
+    ///     println!("{} {}", e.kind, e.amount_usd.to_usd_string());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn ledger_entries(
         &self,
         query: &[(&str, String)],
@@ -378,6 +483,21 @@ impl Client {
     }
 
     /// Registers a webhook endpoint (secret key). The answer holds its secret, shown once.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// use cobro_types::events::CreateWebhookEndpoint;
+    /// let e = client
+    ///     .create_webhook_endpoint(&CreateWebhookEndpoint {
+    ///         url: "https://example.com/hooks".into(),
+    ///         events: Some(vec!["sku-purchase.completed".into()]),
+    ///         description: None,
+    ///         enabled: None,
+    ///     })
+    ///     .await?;
+    /// println!("store this secret: {:?}", e.secret);
+    /// # Ok(()) }
+    /// ```
     pub async fn create_webhook_endpoint(
         &self,
         input: &CreateWebhookEndpoint,
@@ -393,17 +513,40 @@ impl Client {
     }
 
     /// The organisation's webhook endpoints in this key's environment.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// for e in client.list_webhook_endpoints().await?.data {
+    ///     println!("{} {} enabled={}", e.id, e.url, e.enabled);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn list_webhook_endpoints(&self) -> Result<Paginated<WebhookEndpointView>, Error> {
         self.get("/v1/webhook-endpoints", &[]).await
     }
 
     /// One webhook endpoint.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let e = client.get_webhook_endpoint("we_…").await?;
+    /// println!("{:?}", e.disabled_reason);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_webhook_endpoint(&self, id: &str) -> Result<WebhookEndpointView, Error> {
         let path = format!("/v1/webhook-endpoints/{}", encode_path_segment(id));
         self.get(&path, &[]).await
     }
 
     /// Changes the fields present in `input`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// use cobro_types::events::UpdateWebhookEndpoint;
+    /// let patch = UpdateWebhookEndpoint { enabled: Some(true), ..Default::default() };
+    /// client.update_webhook_endpoint("we_…", &patch).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn update_webhook_endpoint(
         &self,
         id: &str,
@@ -416,6 +559,12 @@ impl Client {
     }
 
     /// Deletes an endpoint (its pending deliveries are cancelled).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// client.delete_webhook_endpoint("we_…").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_webhook_endpoint(&self, id: &str) -> Result<DeletedObject, Error> {
         let path = format!("/v1/webhook-endpoints/{}", encode_path_segment(id));
         self.send::<_, ()>(reqwest::Method::DELETE, &path, &[], None)
@@ -424,6 +573,13 @@ impl Client {
     }
 
     /// Rotates an endpoint's secret; the old one keeps signing during the server's overlap.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let e = client.rotate_webhook_secret("we_…").await?;
+    /// println!("new secret {:?}, old one valid until {:?}", e.secret, e.previous_secret_expires_at);
+    /// # Ok(()) }
+    /// ```
     pub async fn rotate_webhook_secret(&self, id: &str) -> Result<WebhookEndpointView, Error> {
         let path = format!(
             "/v1/webhook-endpoints/{}/rotate-secret",
@@ -435,6 +591,15 @@ impl Client {
     }
 
     /// Events, newest first; `query` holds `type`, `purchaseId`, `page`, `limit` pairs.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let page = client
+    ///     .list_events(&[("type", "sku-purchase.failed".to_string())])
+    ///     .await?;
+    /// println!("{} failed purchases to reconcile", page.total);
+    /// # Ok(()) }
+    /// ```
     pub async fn list_events(
         &self,
         query: &[(&str, String)],
@@ -443,12 +608,28 @@ impl Client {
     }
 
     /// One event with its deliveries and attempt log.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let e = client.get_event("evt_…").await?;
+    /// for a in &e.attempts {
+    ///     println!("{} {:?} {} ms", a.attempt, a.status_code, a.latency_ms);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn get_event(&self, id: &str) -> Result<EventDetail, Error> {
         self.get(&format!("/v1/events/{}", encode_path_segment(id)), &[])
             .await
     }
 
     /// Queues an event again, to one endpoint or to every matching one.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let r = client.redeliver_event("evt_…", None).await?;
+    /// println!("{} deliveries queued", r.deliveries.len());
+    /// # Ok(()) }
+    /// ```
     pub async fn redeliver_event(
         &self,
         id: &str,
@@ -464,6 +645,12 @@ impl Client {
     }
 
     /// A GET on any API path, decoded as `T`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let v: serde_json::Value = client.get("/v1/skus", &[("limit", "1".to_string())]).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn get<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -476,6 +663,15 @@ impl Client {
 
     /// Any request, decoded as `T`, with the response headers. GET, PUT, PATCH and DELETE are
     /// retried (see the crate docs); POST is sent once.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cobro_sdk::Client) -> Result<(), cobro_sdk::Error> {
+    /// let (v, headers): (serde_json::Value, _) = client
+    ///     .send::<_, ()>(reqwest::Method::GET, "/v1/balance", &[], None)
+    ///     .await?;
+    /// println!("{v} {:?}", headers.get("x-request-id"));
+    /// # Ok(()) }
+    /// ```
     pub async fn send<T: DeserializeOwned, B: serde::Serialize>(
         &self,
         method: reqwest::Method,
@@ -573,6 +769,11 @@ impl Client {
 }
 
 /// A created resource, and whether the answer was an idempotent replay.
+///
+/// ```
+/// let c = cobro_sdk::Created { value: 1, replayed: false };
+/// assert!(!c.replayed);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Created<T> {
     /// The resource.

@@ -25,6 +25,12 @@ pub use cobro_types::webhook::{
 
 /// Checks both signature schemes of a delivery from its headers, at `now_secs` (Unix
 /// seconds), refusing timestamps more than `tolerance_secs` away (300 is customary).
+///
+/// ```
+/// let headers = reqwest::header::HeaderMap::new();
+/// let err = cobro_sdk::webhooks::verify_headers("whsec_c2VjcmV0", b"{}", &headers, 0, 300);
+/// assert!(err.is_err(), "no signature headers, no trust");
+/// ```
 pub fn verify_headers(
     secret: &str,
     body: &[u8],

@@ -26,7 +26,7 @@ use std::{
 };
 
 use cobro_store::{
-    Store, StoreError,
+    Store,
     webhooks::{AttemptRecord, ClaimedDelivery, DeliveryResult, DeliveryVerdict},
 };
 use cobro_types::{Timestamp, webhook};
@@ -419,9 +419,6 @@ impl Dispatcher {
                     .map(|t| (Timestamp::now().unix_millis() - t.unix_millis()).max(0) / 1000)
                     .unwrap_or(0);
                 self.metrics.webhook_queue_age_seconds.set(age);
-            }
-            Err(StoreError::Database(e)) => {
-                tracing::debug!(error = %e, "webhook backlog unavailable")
             }
             Err(e) => tracing::debug!(error = %e, "webhook backlog unavailable"),
         }
