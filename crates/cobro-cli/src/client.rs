@@ -229,6 +229,14 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// The line under a paginated table.
+fn footer<T>(list: &cobro_types::Paginated<T>, noun: &str) {
+    println!(
+        "page {} of {} ({} {noun})",
+        list.page, list.total_pages, list.total
+    );
+}
+
 fn pages(q: &mut Vec<(&'static str, String)>, page: Option<u64>, limit: Option<u64>) {
     if let Some(p) = page {
         q.push(("page", p.to_string()));
@@ -305,10 +313,7 @@ pub async fn skus(cmd: SkusCommand) -> anyhow::Result<()> {
                 &["ID", "NAME", "CARRIER", "CATEGORY", "AMOUNT", "CURRENCY"],
                 &rows,
             );
-            println!(
-                "page {} of {} ({} SKUs)",
-                list.page, list.total_pages, list.total
-            );
+            footer(&list, "SKUs");
             Ok(())
         }
         SkusCommand::Get { id, remote, locale } => {
@@ -458,10 +463,7 @@ pub async fn purchases(cmd: PurchasesCommand) -> anyhow::Result<()> {
                 &TX_HEADERS,
                 &list.data.iter().map(tx_row).collect::<Vec<_>>(),
             );
-            println!(
-                "page {} of {} ({} purchases)",
-                list.page, list.total_pages, list.total
-            );
+            footer(&list, "purchases");
             Ok(())
         }
     }
@@ -508,10 +510,7 @@ pub async fn ledger(remote: Remote, page: Option<u64>, limit: Option<u64>) -> an
         &["ID", "TYPE", "USD", "BALANCE", "PURCHASE", "CREATED"],
         &rows,
     );
-    println!(
-        "page {} of {} ({} entries)",
-        list.page, list.total_pages, list.total
-    );
+    footer(&list, "entries");
     Ok(())
 }
 
@@ -549,10 +548,7 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
                 })
                 .collect();
             table(&["ID", "TYPE", "PURCHASE", "CREATED"], &rows);
-            println!(
-                "page {} of {} ({} events)",
-                list.page, list.total_pages, list.total
-            );
+            footer(&list, "events");
             Ok(())
         }
         EventsCommand::Get { id, remote } => {

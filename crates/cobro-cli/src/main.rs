@@ -611,13 +611,11 @@ async fn facilitator(config: Config, listen: &str) -> anyhow::Result<()> {
     telemetry::init_tracing(&config.log.format, &config.log.filter);
     let mut x402 = config.x402.clone();
     x402.enabled = true;
-    x402.validate()
-        .map_err(|e| anyhow::anyhow!("x402.{}: {}", e.key, e.message))?;
+    x402.validate()?;
     let store = store::open(&config.database)
         .await
         .context("opening the database")?;
-    let f = cobro_x402::Facilitator::new(&x402, store.payments())
-        .map_err(|e| anyhow::anyhow!("x402.{}: {}", e.key, e.message))?;
+    let f = cobro_x402::Facilitator::new(&x402, store.payments())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -468,9 +468,7 @@ impl Config {
             ),
         ];
         if self.x402.enabled {
-            self.x402
-                .validate()
-                .map_err(|e| format!("x402.{}: {}", e.key, e.message))?;
+            self.x402.validate().map_err(|e| e.to_string())?;
         }
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err((*msg).to_string()),

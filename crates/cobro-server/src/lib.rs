@@ -110,10 +110,10 @@ impl App {
             ))
         };
         let x402 = if config.x402.enabled {
-            Some(
-                cobro_x402::Facilitator::new(&config.x402, store.payments())
-                    .map_err(|e| anyhow::anyhow!("x402.{}: {}", e.key, e.message))?,
-            )
+            Some(cobro_x402::Facilitator::new(
+                &config.x402,
+                store.payments(),
+            )?)
         } else {
             None
         };

@@ -143,6 +143,20 @@ impl Dispatcher {
             DeliveryVerdict::DisableEndpoint => "gone",
         };
         Metrics::count(&self.metrics.webhook_deliveries, label);
+        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.result(&c, now, code, latency_ms, error, verdict)
+    }
+
+    /// The record of one attempt at `c` and what it means for the delivery.
+    fn result(
+        &self,
+        c: &ClaimedDelivery,
+        attempted_at: Timestamp,
+        status_code: Option<u16>,
+        latency_ms: u64,
+        error: Option<String>,
+        verdict: DeliveryVerdict,
+    ) -> DeliveryResult {
         DeliveryResult {
             owner: self.owner.clone(),
             attempt: AttemptRecord {
@@ -150,9 +164,9 @@ impl Dispatcher {
                 event_id: c.event.id.clone(),
                 endpoint_id: c.endpoint.id.clone(),
                 attempt: c.attempt,
-                attempted_at: now,
-                status_code: code,
-                latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+                attempted_at,
+                status_code,
+                latency_ms,
                 error,
             },
             verdict,
@@ -164,24 +178,11 @@ impl Dispatcher {
     fn lost_attempt(&self, c: &ClaimedDelivery) -> DeliveryResult {
         let now = Timestamp::now();
         let lease = i64::try_from(self.cfg.lease_ms).unwrap_or(i64::MAX);
-        DeliveryResult {
-            owner: self.owner.clone(),
-            attempt: AttemptRecord {
-                delivery_id: c.delivery_id,
-                event_id: c.event.id.clone(),
-                endpoint_id: c.endpoint.id.clone(),
-                attempt: c.attempt,
-                attempted_at: now,
-                status_code: None,
-                latency_ms: 0,
-                error: Some("internal error in the dispatcher; will retry".into()),
-            },
-            verdict: DeliveryVerdict::Retry {
-                next_attempt_at: Timestamp::from_unix_millis(
-                    now.unix_millis().saturating_add(lease),
-                ),
-            },
-        }
+        let verdict = DeliveryVerdict::Retry {
+            next_attempt_at: Timestamp::from_unix_millis(now.unix_millis().saturating_add(lease)),
+        };
+        let error = Some("internal error in the dispatcher; will retry".to_string());
+        self.result(c, now, None, 0, error, verdict)
     }
 
     /// The HTTP exchange: the status and any `Retry-After`, or why there was no answer.
@@ -274,6 +275,21 @@ impl Dispatcher {
                 inflight.push(async move { task.await.unwrap_or(lost) }.boxed());
             };
 
+        // A finished attempt: free its endpoint slot, start what waited for it, record it.
+        let complete =
+            |r: DeliveryResult,
+             busy: &mut HashMap<String, u32>,
+             waiting: &mut HashMap<String, VecDeque<ClaimedDelivery>>,
+             waiting_total: &mut usize,
+             inflight: &mut FuturesUnordered<BoxFuture<'static, DeliveryResult>>| {
+                let mut ready = Vec::new();
+                finished(&r, busy, waiting, waiting_total, &mut ready);
+                for c in ready {
+                    start(c, busy, inflight);
+                }
+                let _ = results.send(r);
+            };
+
         loop {
             let stopping = *stop.borrow();
             let mut progressed = false;
@@ -324,12 +340,13 @@ impl Dispatcher {
             loop {
                 let next = inflight.next().now_or_never();
                 let Some(Some(r)) = next else { break };
-                let mut ready = Vec::new();
-                finished(&r, &mut busy, &mut waiting, &mut waiting_total, &mut ready);
-                for c in ready {
-                    start(c, &mut busy, &mut inflight);
-                }
-                let _ = results.send(r);
+                complete(
+                    r,
+                    &mut busy,
+                    &mut waiting,
+                    &mut waiting_total,
+                    &mut inflight,
+                );
                 progressed = true;
             }
             if last_gauge.elapsed() >= Duration::from_secs(1) {
@@ -358,12 +375,13 @@ impl Dispatcher {
                 _ = stop.wait_for(|s| *s) => None,
             };
             if let Some(r) = woke {
-                let mut ready = Vec::new();
-                finished(&r, &mut busy, &mut waiting, &mut waiting_total, &mut ready);
-                for c in ready {
-                    start(c, &mut busy, &mut inflight);
-                }
-                let _ = results.send(r);
+                complete(
+                    r,
+                    &mut busy,
+                    &mut waiting,
+                    &mut waiting_total,
+                    &mut inflight,
+                );
             }
         }
     }
