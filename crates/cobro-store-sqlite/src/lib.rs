@@ -12,7 +12,13 @@ mod x402;
 
 pub use x402::*;
 
-use std::{borrow::Cow, collections::HashMap, str::FromStr, time::Duration};
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use cobro_store::{
@@ -21,6 +27,7 @@ use cobro_store::{
     PurchaseRecord, PurchaseResult, Store, StoreError, StoreResult, batch, codec,
 };
 use cobro_types::{CatalogEntry, Environment, MinorAmount, PurchaseStatus, Timestamp, UsdMicros};
+use serde_json::{Value, json};
 use sqlx::{
     Row, SqlSafeStr, SqliteConnection,
     migrate::{Migration, MigrationType, Migrator},
@@ -102,6 +109,74 @@ impl Default for SqliteOptions {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// Serialises this process's write transactions. SQLite allows one writer at a time; a
+    /// second `BEGIN IMMEDIATE` would get `SQLITE_BUSY` and sleep in SQLite's busy handler
+    /// (1 ms, then longer), leaving the database idle. Waiting here instead hands the lock over
+    /// at once. Other processes on the same file still meet the busy timeout.
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// Dropped with the last clone of the store, which stops the checkpointer.
+    _checkpointer: Arc<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// How often the background checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints the WAL every `every` with `PRAGMA wal_checkpoint(PASSIVE)` on a pooled
+/// connection, until the returned sender is dropped.
+///
+/// SQLite's automatic checkpoint runs inside the commit that crosses its threshold, so one
+/// unlucky group of purchases also paid for copying and syncing the whole WAL, while holding
+/// the write lock. A passive checkpoint from another connection never blocks writers, and
+/// running it on a timer copies a page that many commits changed once instead of once per
+/// threshold crossing.
+fn spawn_checkpointer(pool: SqlitePool, every: Duration) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tick.tick() => {}
+            }
+            if pool.is_closed() {
+                return;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+            }
+        }
+    });
+    stop
+}
+
+/// A write transaction holding this process's writer lock until it is committed or dropped
+/// (dropping rolls back).
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _writer: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
 }
 
 impl SqliteStore {
@@ -114,13 +189,26 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // 64 MiB of page cache per connection (the default is 2 MiB): the purchase
+            // indexes' hot pages stay in memory instead of being re-read from the OS.
+            .pragma("cache_size", "-65536")
+            // Statement journals (multi-row statements inside a transaction) in memory.
+            .pragma("temp_store", "memory")
+            // The WAL is checkpointed by a background task (see `spawn_checkpointer`), off
+            // the commit path; this is only a backstop should that task fall far behind.
+            .pragma("wal_autocheckpoint", "16384")
             .busy_timeout(opts.busy_timeout);
         let pool = SqlitePoolOptions::new()
             .max_connections(opts.max_connections.max(1))
             .connect_with(connect)
             .await
             .map_err(db_err)?;
-        Ok(SqliteStore { pool })
+        let checkpointer = spawn_checkpointer(pool.clone(), CHECKPOINT_EVERY);
+        Ok(SqliteStore {
+            pool,
+            writer: Arc::default(),
+            _checkpointer: Arc::new(checkpointer),
+        })
     }
 
     /// Applies pending migrations.
@@ -136,13 +224,17 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
-    pub(crate) async fn begin_write(
-        &self,
-    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.pool
+    pub(crate) async fn begin_write(&self) -> StoreResult<WriteTx> {
+        let writer = self.writer.clone().lock_owned().await;
+        let tx = self
+            .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db_err)
+            .map_err(db_err)?;
+        Ok(WriteTx {
+            tx,
+            _writer: writer,
+        })
     }
 }
 
@@ -371,105 +463,146 @@ fn purchase_from_row(row: &SqliteRow) -> StoreResult<PurchaseRecord> {
     })
 }
 
-async fn find_by_key(
-    conn: &mut SqliteConnection,
-    r: &PurchaseRecord,
-) -> StoreResult<Option<PurchaseRecord>> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE org_id = ? AND environment = ? AND idempotency_key = ?"
-    ));
-    sqlx::query(sql)
-        .bind(&r.org_id)
-        .bind(r.environment.as_str())
-        .bind(&r.idempotency_key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?
-        .as_ref()
-        .map(purchase_from_row)
-        .transpose()
+/// `value->>0, value->>1, …` for `n` columns of a `json_each` row that is a JSON array.
+fn json_columns(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("value->>{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// Writes one accepted purchase of a batch plan: its ledger debit (real purchases; the balance
-/// row was already moved for the whole batch), the purchase row, its fulfilment job and events.
-async fn write_purchase(
+/// The stored purchases under the keys of `batch`, in one query.
+async fn find_by_keys(
     conn: &mut SqliteConnection,
-    p: &NewPurchase,
-    balance_after: Option<i64>,
+    batch: &[NewPurchase],
+) -> StoreResult<HashMap<batch::PurchaseKey, PurchaseRecord>> {
+    let keys = Value::Array(
+        batch
+            .iter()
+            .map(|p| {
+                let r = &p.record;
+                json!([r.org_id, r.environment.as_str(), r.idempotency_key])
+            })
+            .collect(),
+    );
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE (org_id, environment, idempotency_key) IN \
+         (SELECT value->>0, value->>1, value->>2 FROM json_each(?))"
+    ));
+    let mut found = HashMap::new();
+    for row in sqlx::query(sql)
+        .bind(keys.to_string())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?
+    {
+        let r = purchase_from_row(&row)?;
+        found.insert(batch::key_of(&r), r);
+    }
+    Ok(found)
+}
+
+/// Writes the accepted purchases of a batch plan with one statement per table: ledger debits
+/// (real purchases; the balance rows were already moved for the whole batch), purchase rows,
+/// fulfilment jobs and outbox events. Each statement reads its rows from one JSON array
+/// parameter, so the SQL text (and the prepared statement) is the same for every batch size.
+async fn write_accepted(
+    conn: &mut SqliteConnection,
+    batch: &[NewPurchase],
+    accepted: &[batch::Accepted],
 ) -> StoreResult<()> {
-    let r = &p.record;
-    if let Some(after) = balance_after {
+    let mut ledger = Vec::new();
+    let mut purchases = Vec::with_capacity(accepted.len());
+    let mut jobs = Vec::new();
+    let mut events = Vec::new();
+    for a in accepted {
+        let p = &batch[a.index];
+        let r = &p.record;
+        if let Some(after) = a.balance_after {
+            ledger.push(json!([
+                r.ledger_entry_id,
+                r.org_id,
+                -r.total.0,
+                after,
+                r.id,
+                r.created_at.unix_millis()
+            ]));
+        }
+        purchases.push(json!([
+            r.id,
+            r.org_id,
+            r.environment.as_str(),
+            r.idempotency_key,
+            r.request_hash,
+            r.status.as_str(),
+            r.api_public_key,
+            r.customer_id,
+            r.sku_id,
+            r.sku_name,
+            r.carrier_name,
+            r.sku_reference,
+            r.amount.0,
+            r.currency.as_str(),
+            r.chain,
+            r.token,
+            r.wallet_address,
+            r.fx_rate,
+            r.base.0,
+            r.markup.0,
+            r.total.0,
+            r.org_markup,
+            r.ledger_entry_id,
+            r.sandbox,
+            r.file_number,
+            r.error_message,
+            r.created_at.unix_millis(),
+            r.updated_at.unix_millis(),
+            r.confirmed_at.map(Timestamp::unix_millis)
+        ]));
+        if !r.sandbox && !r.status.is_terminal() {
+            jobs.push(json!([r.id, r.created_at.unix_millis()]));
+        }
+        for e in &p.events {
+            events.push(event_row(
+                e,
+                &r.org_id,
+                r.environment.as_str(),
+                &r.id,
+                r.updated_at,
+            ));
+        }
+    }
+    if !ledger.is_empty() {
         sqlx::query(
             "INSERT INTO ledger_entries (id, org_id, kind, amount_micros, balance_after_micros, note, purchase_id, created_at)
-             VALUES (?, ?, 'purchase', ?, ?, NULL, ?, ?)",
+             SELECT value->>0, value->>1, 'purchase', value->>2, value->>3, NULL, value->>4, value->>5
+             FROM json_each(?) ORDER BY key",
         )
-        .bind(&r.ledger_entry_id)
-        .bind(&r.org_id)
-        .bind(-r.total.0)
-        .bind(after)
-        .bind(&r.id)
-        .bind(r.created_at.unix_millis())
+        .bind(Value::Array(ledger).to_string())
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
     }
     let sql = sqlx::AssertSqlSafe(format!(
-        "INSERT INTO purchases ({PURCHASE_COLUMNS}) VALUES \
-         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO purchases ({PURCHASE_COLUMNS}) SELECT {} FROM json_each(?) ORDER BY key",
+        json_columns(29)
     ));
     sqlx::query(sql)
-        .bind(&r.id)
-        .bind(&r.org_id)
-        .bind(r.environment.as_str())
-        .bind(&r.idempotency_key)
-        .bind(&r.request_hash)
-        .bind(r.status.as_str())
-        .bind(&r.api_public_key)
-        .bind(&r.customer_id)
-        .bind(&r.sku_id)
-        .bind(&r.sku_name)
-        .bind(&r.carrier_name)
-        .bind(&r.sku_reference)
-        .bind(r.amount.0)
-        .bind(r.currency.as_str())
-        .bind(&r.chain)
-        .bind(&r.token)
-        .bind(&r.wallet_address)
-        .bind(&r.fx_rate)
-        .bind(r.base.0)
-        .bind(r.markup.0)
-        .bind(r.total.0)
-        .bind(&r.org_markup)
-        .bind(&r.ledger_entry_id)
-        .bind(r.sandbox)
-        .bind(&r.file_number)
-        .bind(&r.error_message)
-        .bind(r.created_at.unix_millis())
-        .bind(r.updated_at.unix_millis())
-        .bind(r.confirmed_at.map(Timestamp::unix_millis))
+        .bind(Value::Array(purchases).to_string())
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
-    if !r.sandbox && !r.status.is_terminal() {
-        sqlx::query("INSERT INTO fulfilment_jobs (purchase_id, next_attempt_at) VALUES (?, ?)")
-            .bind(&r.id)
-            .bind(r.created_at.unix_millis())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
-    }
-    for e in &p.events {
-        insert_event(
-            conn,
-            e,
-            &r.org_id,
-            r.environment.as_str(),
-            &r.id,
-            r.updated_at,
+    if !jobs.is_empty() {
+        sqlx::query(
+            "INSERT INTO fulfilment_jobs (purchase_id, next_attempt_at)
+             SELECT value->>0, value->>1 FROM json_each(?) ORDER BY key",
         )
-        .await?;
+        .bind(Value::Array(jobs).to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
     }
-    Ok(())
+    insert_events(conn, events).await
 }
 
 /// Claims due jobs: the single SQLite writer makes the select-then-update atomic.
@@ -479,66 +612,110 @@ const CLAIM_SQL: &str = "UPDATE fulfilment_jobs SET lease_owner = ?1, lease_unti
         ORDER BY next_attempt_at LIMIT ?4) \
     RETURNING purchase_id, attempts";
 
-/// Ends one purchase inside the caller's transaction (see `FinishPurchase`); `false` when
-/// the caller no longer holds the job (nothing is written then).
-async fn finish_one(conn: &mut SqliteConnection, f: &FinishPurchase) -> StoreResult<bool> {
-    let held = sqlx::query("DELETE FROM fulfilment_jobs WHERE purchase_id = ? AND lease_owner = ? RETURNING purchase_id")
-        .bind(&f.purchase_id)
-        .bind(&f.owner)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    if held.is_none() {
-        return Ok(false); // the lease moved to another worker, or the job is done
+/// Ends a batch of purchases inside the caller's transaction (see `FinishPurchase`), with a
+/// few set-based statements. `false` for a purchase whose job the caller no longer holds
+/// (nothing is written for it then).
+async fn finish_many(
+    conn: &mut SqliteConnection,
+    batch: &[FinishPurchase],
+) -> StoreResult<Vec<bool>> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
     }
-    let row = sqlx::query(
-        "UPDATE purchases SET status = ?, file_number = ?, error_message = ?, updated_at = ?, confirmed_at = ?
-         WHERE id = ? AND status IN ('PENDING', 'PROCESSING') RETURNING org_id, total_micros",
+    let leases = Value::Array(
+        batch
+            .iter()
+            .map(|f| json!([f.purchase_id, f.owner]))
+            .collect(),
+    );
+    let rows = sqlx::query(
+        "DELETE FROM fulfilment_jobs WHERE (purchase_id, lease_owner) IN
+             (SELECT value->>0, value->>1 FROM json_each(?))
+         RETURNING purchase_id",
     )
-    .bind(f.status.as_str())
-    .bind(&f.file_number)
-    .bind(&f.error_message)
-    .bind(f.at.unix_millis())
-    .bind((f.status == PurchaseStatus::Success).then(|| f.at.unix_millis()))
-    .bind(&f.purchase_id)
-    .fetch_optional(&mut *conn)
+    .bind(leases.to_string())
+    .fetch_all(&mut *conn)
     .await
     .map_err(db_err)?;
-    let Some(row) = row else {
-        return Err(StoreError::Corrupt(format!(
-            "purchase {} had a job but is already final",
-            f.purchase_id
-        )));
-    };
-    let org_id: String = row.try_get(0).map_err(db_err)?;
-    let total: i64 = row.try_get(1).map_err(db_err)?;
-    if let Some(refund_id) = &f.refund_entry_id
-        && total > 0
-    {
-        append_entry(
-            conn,
-            &NewLedgerEntry {
-                id: refund_id,
-                org_id: &org_id,
-                kind: "refund",
-                amount: UsdMicros(total),
-                note: f.error_message.as_deref(),
-                purchase_id: Some(&f.purchase_id),
-                at: f.at,
-            },
-        )
-        .await?;
+    let mut held = HashSet::with_capacity(rows.len());
+    for row in &rows {
+        held.insert(row.try_get::<String, _>(0).map_err(db_err)?);
     }
-    let env: String = sqlx::query("SELECT environment FROM purchases WHERE id = ?")
-        .bind(&f.purchase_id)
-        .fetch_one(&mut *conn)
-        .await
-        .and_then(|r| r.try_get(0))
-        .map_err(db_err)?;
-    for e in &f.events {
-        insert_event(conn, e, &org_id, &env, &f.purchase_id, f.at).await?;
+    // A job ends once: a purchase named twice in the batch is held by its first entry only
+    // (`remove`), and the lease moved to another worker (or the job is done) when not held.
+    let done: Vec<bool> = batch.iter().map(|f| held.remove(&f.purchase_id)).collect();
+    let mine: Vec<&FinishPurchase> = batch
+        .iter()
+        .zip(&done)
+        .filter_map(|(f, d)| d.then_some(f))
+        .collect();
+    if mine.is_empty() {
+        return Ok(done);
     }
-    Ok(true)
+    let endings = Value::Array(
+        mine.iter()
+            .map(|f| {
+                json!([
+                    f.purchase_id,
+                    f.status.as_str(),
+                    f.file_number,
+                    f.error_message,
+                    f.at.unix_millis(),
+                    (f.status == PurchaseStatus::Success).then(|| f.at.unix_millis())
+                ])
+            })
+            .collect(),
+    );
+    let rows = sqlx::query(
+        "UPDATE purchases SET status = j.value->>1, file_number = j.value->>2,
+             error_message = j.value->>3, updated_at = j.value->>4, confirmed_at = j.value->>5
+         FROM json_each(?) AS j
+         WHERE purchases.id = j.value->>0 AND purchases.status IN ('PENDING', 'PROCESSING')
+         RETURNING purchases.id, purchases.org_id, purchases.total_micros, purchases.environment",
+    )
+    .bind(endings.to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let mut ended = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: String = row.try_get(0).map_err(db_err)?;
+        let org_id: String = row.try_get(1).map_err(db_err)?;
+        let total: i64 = row.try_get(2).map_err(db_err)?;
+        let env: String = row.try_get(3).map_err(db_err)?;
+        ended.insert(id, (org_id, total, env));
+    }
+    let mut events = Vec::new();
+    for f in mine {
+        let Some((org_id, total, env)) = ended.get(&f.purchase_id) else {
+            return Err(StoreError::Corrupt(format!(
+                "purchase {} had a job but is already final",
+                f.purchase_id
+            )));
+        };
+        if let Some(refund_id) = &f.refund_entry_id
+            && *total > 0
+        {
+            append_entry(
+                conn,
+                &NewLedgerEntry {
+                    id: refund_id,
+                    org_id,
+                    kind: "refund",
+                    amount: UsdMicros(*total),
+                    note: f.error_message.as_deref(),
+                    purchase_id: Some(&f.purchase_id),
+                    at: f.at,
+                },
+            )
+            .await?;
+        }
+        for e in &f.events {
+            events.push(event_row(e, org_id, env, &f.purchase_id, f.at));
+        }
+    }
+    insert_events(conn, events).await?;
+    Ok(done)
 }
 
 fn markup_from_row(r: &SqliteRow) -> StoreResult<MarkupRule> {
@@ -552,26 +729,30 @@ fn markup_from_row(r: &SqliteRow) -> StoreResult<MarkupRule> {
     })
 }
 
-/// Writes one event to the outbox (inside the caller's transaction).
-async fn insert_event(
-    conn: &mut SqliteConnection,
-    e: &NewEvent,
-    org_id: &str,
-    env: &str,
-    purchase_id: &str,
-    at: Timestamp,
-) -> StoreResult<()> {
+/// One outbox row for [`insert_events`].
+fn event_row(e: &NewEvent, org_id: &str, env: &str, purchase_id: &str, at: Timestamp) -> Value {
+    json!([
+        e.id,
+        org_id,
+        env,
+        e.kind,
+        purchase_id,
+        e.payload,
+        at.unix_millis()
+    ])
+}
+
+/// Writes events to the outbox (inside the caller's transaction), in order, with one statement.
+async fn insert_events(conn: &mut SqliteConnection, rows: Vec<Value>) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
+         FROM json_each(?) ORDER BY key",
     )
-    .bind(&e.id)
-    .bind(org_id)
-    .bind(env)
-    .bind(&e.kind)
-    .bind(purchase_id)
-    .bind(&e.payload)
-    .bind(at.unix_millis())
+    .bind(Value::Array(rows).to_string())
     .execute(&mut *conn)
     .await
     .map_err(db_err)?;
@@ -875,25 +1056,29 @@ impl Store for SqliteStore {
         // BEGIN IMMEDIATE: this is the only writer until commit, so what is read below cannot
         // change before the plan is written.
         let mut tx = self.begin_write().await?;
-        let mut existing = HashMap::new();
-        for p in batch {
-            if let Some(r) = find_by_key(&mut tx, &p.record).await? {
-                existing.insert(batch::key_of(&r), r);
-            }
-        }
-        let mut balances = HashMap::new();
-        for p in batch.iter().filter(|p| !p.record.sandbox) {
-            let org = &p.record.org_id;
-            if balances.contains_key(org) {
-                continue;
-            }
-            let row = sqlx::query("SELECT available_micros FROM org_balances WHERE org_id = ?")
-                .bind(org)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            if let Some(row) = row {
-                balances.insert(org.clone(), row.try_get::<i64, _>(0).map_err(db_err)?);
+        let existing = find_by_keys(&mut tx, batch).await?;
+        let mut payers: Vec<&str> = batch
+            .iter()
+            .filter(|p| !p.record.sandbox)
+            .map(|p| p.record.org_id.as_str())
+            .collect();
+        payers.sort_unstable();
+        payers.dedup();
+        let mut balances = HashMap::with_capacity(payers.len());
+        if !payers.is_empty() {
+            let rows = sqlx::query(
+                "SELECT org_id, available_micros FROM org_balances
+                 WHERE org_id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(json!(payers).to_string())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            for row in &rows {
+                balances.insert(
+                    row.try_get::<String, _>(0).map_err(db_err)?,
+                    row.try_get::<i64, _>(1).map_err(db_err)?,
+                );
             }
         }
         let plan = batch::plan(batch, existing, balances);
@@ -911,8 +1096,8 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         }
-        for a in &plan.accepted {
-            write_purchase(&mut tx, &batch[a.index], a.balance_after).await?;
+        if !plan.accepted.is_empty() {
+            write_accepted(&mut tx, batch, &plan.accepted).await?;
         }
         tx.commit().await.map_err(db_err)?;
         Ok(plan.results)
@@ -1003,28 +1188,46 @@ impl Store for SqliteStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
-        let mut jobs = Vec::with_capacity(claimed.len());
+        let mut attempts = Vec::with_capacity(claimed.len());
         for row in &claimed {
             let id: String = row.try_get(0).map_err(db_err)?;
             let attempt: i64 = row.try_get(1).map_err(db_err)?;
-            sqlx::query("UPDATE purchases SET status = 'PROCESSING', updated_at = ? WHERE id = ? AND status = 'PENDING'")
-                .bind(now.unix_millis())
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+            attempts.push((id, attempt));
+        }
+        let mut jobs = Vec::with_capacity(attempts.len());
+        if !attempts.is_empty() {
+            let ids = json!(attempts.iter().map(|(id, _)| id).collect::<Vec<_>>()).to_string();
+            sqlx::query(
+                "UPDATE purchases SET status = 'PROCESSING', updated_at = ?
+                 WHERE id IN (SELECT value FROM json_each(?)) AND status = 'PENDING'",
+            )
+            .bind(now.unix_millis())
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
             let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id = ?"
+                "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id IN (SELECT value FROM json_each(?))"
             ));
-            let row = sqlx::query(sql)
-                .bind(&id)
-                .fetch_one(&mut *tx)
+            let mut found = HashMap::with_capacity(attempts.len());
+            for row in sqlx::query(sql)
+                .bind(&ids)
+                .fetch_all(&mut *tx)
                 .await
-                .map_err(db_err)?;
-            jobs.push(ClaimedJob {
-                purchase: purchase_from_row(&row)?,
-                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-            });
+                .map_err(db_err)?
+            {
+                let p = purchase_from_row(&row)?;
+                found.insert(p.id.clone(), p);
+            }
+            for (id, attempt) in attempts {
+                let purchase = found.remove(&id).ok_or_else(|| {
+                    StoreError::Corrupt(format!("fulfilment job {id} has no purchase"))
+                })?;
+                jobs.push(ClaimedJob {
+                    purchase,
+                    attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                });
+            }
         }
         tx.commit().await.map_err(db_err)?;
         Ok(jobs)
@@ -1032,17 +1235,14 @@ impl Store for SqliteStore {
 
     async fn finish_purchase(&self, f: &FinishPurchase) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
-        let done = finish_one(&mut tx, f).await?;
+        let done = finish_many(&mut tx, std::slice::from_ref(f)).await?;
         tx.commit().await.map_err(db_err)?;
-        Ok(done)
+        Ok(done.first().copied().unwrap_or(false))
     }
 
     async fn finish_purchases(&self, batch: &[FinishPurchase]) -> StoreResult<Vec<bool>> {
         let mut tx = self.begin_write().await?;
-        let mut done = Vec::with_capacity(batch.len());
-        for f in batch {
-            done.push(finish_one(&mut tx, f).await?);
-        }
+        let done = finish_many(&mut tx, batch).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(done)
     }
