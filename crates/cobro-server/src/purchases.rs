@@ -168,6 +168,30 @@ pub fn markup_from(rule: Option<cobro_store::MarkupRule>) -> Result<Markup, ApiE
 
 type Job = (NewPurchase, oneshot::Sender<StoreResult<PurchaseResult>>);
 
+/// Stores one batch and answers each of its callers.
+async fn write_batch(store: &dyn Store, wake: &tokio::sync::Notify, jobs: Vec<Job>) {
+    let (batch, replies): (Vec<NewPurchase>, Vec<_>) = jobs.into_iter().unzip();
+    match store.create_purchases(&batch).await {
+        Ok(results) => {
+            if results
+                .iter()
+                .any(|r| matches!(r, PurchaseResult::Created(_)))
+            {
+                wake.notify_one();
+            }
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Database(msg.clone())));
+            }
+        }
+    }
+}
+
 /// Groups concurrent purchases into shared commits.
 #[derive(Debug, Clone)]
 pub struct PurchaseWriter {
@@ -184,29 +208,23 @@ impl PurchaseWriter {
         wake: Arc<tokio::sync::Notify>,
     ) -> PurchaseWriter {
         let (tx, mut rx) = mpsc::channel::<Job>(max_batch.max(1) * 8);
+        // Up to `purchase_writers()` batches in flight; a batch is formed only when one of
+        // them is free, so under load each takes everything that queued meanwhile.
+        let writers = Arc::new(tokio::sync::Semaphore::new(store.purchase_writers().max(1)));
         tokio::spawn(async move {
-            let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
-            while rx.recv_many(&mut jobs, max_batch.max(1)).await > 0 {
-                let (batch, replies): (Vec<NewPurchase>, Vec<_>) = jobs.drain(..).unzip();
-                match store.create_purchases(&batch).await {
-                    Ok(results) => {
-                        if results
-                            .iter()
-                            .any(|r| matches!(r, PurchaseResult::Created(_)))
-                        {
-                            wake.notify_one();
-                        }
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            let _ = reply.send(Ok(result));
-                        }
-                    }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        for reply in replies {
-                            let _ = reply.send(Err(StoreError::Database(msg.clone())));
-                        }
-                    }
+            loop {
+                let Ok(permit) = writers.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+                if rx.recv_many(&mut jobs, max_batch.max(1)).await == 0 {
+                    return;
                 }
+                let (store, wake) = (store.clone(), wake.clone());
+                tokio::spawn(async move {
+                    write_batch(&*store, &wake, jobs).await;
+                    drop(permit);
+                });
             }
         });
         PurchaseWriter { tx }

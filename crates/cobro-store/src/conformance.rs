@@ -37,6 +37,7 @@ macro_rules! conformance_suite {
             a_batch_gives_each_purchase_its_own_outcome,
             concurrent_duplicates_create_one_purchase_per_key,
             concurrent_purchases_never_overdraw,
+            concurrent_batches_share_one_balance_exactly,
             markups_prefer_the_sku_rule_over_the_category_rule,
             fulfilment_jobs_are_leased_to_one_worker_at_a_time,
             a_failed_purchase_is_refunded_by_a_new_entry,
@@ -797,6 +798,56 @@ pub async fn concurrent_purchases_never_overdraw(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(created, 30, "exactly the purchases the balance covers");
+    assert_eq!(store.balance(&o.id).await.expect("balance"), UsdMicros(0));
+    let (_, stored) = store
+        .list_purchases(&o.id, Environment::Prod, &PurchaseFilter::default(), 1, 0)
+        .await
+        .expect("list");
+    assert_eq!(stored, 30, "refused purchases are not stored");
+    audit_ledger(&*store, &o.id).await;
+}
+
+/// Batches of several purchases from one organisation, racing: the balance covers 30 of the
+/// 54 distinct keys, and pairs of batches share a key. Exactly 30 are stored, the balance ends
+/// at zero, and the ledger chain is whole (a backend that plans from an unlocked read must
+/// still debit in lock order).
+pub async fn concurrent_batches_share_one_balance_exactly(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "batches", 30_000).await;
+    let tasks: Vec<_> = (0..12)
+        .map(|b| {
+            let store = store.clone();
+            let mut batch: Vec<NewPurchase> = (0..4)
+                .map(|i| {
+                    purchase(
+                        &format!("b{b}-{i}"),
+                        &o.id,
+                        Environment::Prod,
+                        &format!("batch-{b}-{i}"),
+                        1_000,
+                    )
+                })
+                .collect();
+            batch.push(purchase(
+                &format!("b{b}-shared"),
+                &o.id,
+                Environment::Prod,
+                &format!("shared-{}", b / 2),
+                1_000,
+            ));
+            tokio::spawn(async move { store.create_purchases(&batch).await })
+        })
+        .collect();
+    let (mut created, mut other) = (0, 0);
+    for t in tasks {
+        for r in t.await.expect("task").expect("create") {
+            match r {
+                PurchaseResult::Created(_) => created += 1,
+                PurchaseResult::InsufficientBalance | PurchaseResult::Replayed(_) => other += 1,
+                PurchaseResult::KeyReused(p) => panic!("same body, reported as reused: {p:?}"),
+            }
+        }
+    }
+    assert_eq!((created, other), (30, 30));
     assert_eq!(store.balance(&o.id).await.expect("balance"), UsdMicros(0));
     let (_, stored) = store
         .list_purchases(&o.id, Environment::Prod, &PurchaseFilter::default(), 1, 0)

@@ -359,7 +359,15 @@ pub trait Store: WebhookStore + Send + Sync + std::fmt::Debug + 'static {
     /// Creates purchases, each all-or-nothing (idempotency check, debit, ledger entry,
     /// purchase row, fulfilment job, outbox events), all in one commit. One result per input,
     /// in order. Safe under concurrent duplicates, within the batch and across processes.
+    /// Returns only once the outcome is durable.
     async fn create_purchases(&self, batch: &[NewPurchase]) -> StoreResult<Vec<PurchaseResult>>;
+
+    /// How many `create_purchases` batches the purchase writer should keep in flight at once.
+    /// SQLite has one writer at a time, so one (a bigger batch beats two smaller ones);
+    /// PostgreSQL overlaps one batch's WAL flush with the next batch's work.
+    fn purchase_writers(&self) -> usize {
+        1
+    }
 
     /// A purchase of this organisation and environment.
     async fn get_purchase(
