@@ -498,13 +498,17 @@ async fn try_batch(
     let opt = |f: fn(&PurchaseRecord) -> Option<String>| {
         rs.iter().map(|r| f(r)).collect::<Vec<Option<String>>>()
     };
+    // The purchase rows and, for those the carrier must fulfil, their jobs: one statement.
     let sql = sqlx::AssertSqlSafe(format!(
-        "INSERT INTO purchases ({PURCHASE_COLUMNS}) SELECT * FROM UNNEST(\
+        "WITH p AS (INSERT INTO purchases ({PURCHASE_COLUMNS}) SELECT * FROM UNNEST(\
          $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
          $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], \
          $18::text[], $19::bigint[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::boolean[], \
          $25::text[], $26::text[], $27::bigint[], $28::bigint[], $29::bigint[]) \
-         ON CONFLICT (key_scope) DO NOTHING RETURNING id"
+         ON CONFLICT (key_scope) DO NOTHING RETURNING id, created_at, sandbox, status), \
+         j AS (INSERT INTO fulfilment_jobs (purchase_id, next_attempt_at) \
+               SELECT id, created_at FROM p WHERE NOT sandbox AND status IN ('PENDING', 'PROCESSING')) \
+         SELECT id FROM p"
     ));
     let inserted = sqlx::query(sql)
         .bind(col(|r| r.id.clone()))
@@ -547,19 +551,6 @@ async fn try_batch(
         return Ok(None);
     }
 
-    let jobs: Vec<&PurchaseRecord> = rs
-        .iter()
-        .copied()
-        .filter(|r| !r.sandbox && !r.status.is_terminal())
-        .collect();
-    if !jobs.is_empty() {
-        sqlx::query("INSERT INTO fulfilment_jobs (purchase_id, next_attempt_at) SELECT * FROM UNNEST($1::text[], $2::bigint[])")
-            .bind(jobs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-            .bind(jobs.iter().map(|r| r.created_at.unix_millis()).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
-    }
     let events: Vec<EventRow> = plan
         .accepted
         .iter()
@@ -578,6 +569,44 @@ async fn try_batch(
 
     if plan.balances.is_empty() {
         return Ok(Some(plan.results));
+    }
+    // One organisation (the usual batch) and not locked yet: lock, move and record in one
+    // statement, so the row is held for one round trip plus COMMIT. The entries' balances
+    // are computed from the balance the UPDATE found; if it no longer covers the batch, the
+    // balance CHECK fails, the caller rolls back and runs the batch again, locking first.
+    if !lock_first && plan.balances.len() == 1 {
+        if let Some((org, &after)) = plan.balances.iter().next()
+            && let Some(&before) = planned_from.get(org)
+        {
+            let debits: Vec<&(&PurchaseRecord, Option<i64>)> =
+                accepted.iter().filter(|(_, b)| b.is_some()).collect();
+            let written = sqlx::query(
+                "WITH bal AS (
+                     UPDATE org_balances SET available_micros = available_micros - $2, updated_at = $3
+                     WHERE org_id = $1 RETURNING available_micros + $2 AS before
+                 )
+                 INSERT INTO ledger_entries (id, org_id, kind, amount_micros, balance_after_micros, purchase_id, created_at)
+                 SELECT e.id, $1, 'purchase', e.amount, bal.before - e.spent, e.purchase_id, e.created_at
+                 FROM bal, UNNEST($4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
+                      WITH ORDINALITY AS e(id, amount, spent, purchase_id, created_at, n)
+                 ORDER BY e.n",
+            )
+            .bind(org)
+            .bind(before - after)
+            .bind(now)
+            .bind(debits.iter().map(|(r, _)| r.ledger_entry_id.as_str()).collect::<Vec<_>>())
+            .bind(debits.iter().map(|(r, _)| -r.total.0).collect::<Vec<_>>())
+            .bind(debits.iter().map(|(_, b)| before - b.unwrap_or_default()).collect::<Vec<_>>())
+            .bind(debits.iter().map(|(r, _)| r.id.as_str()).collect::<Vec<_>>())
+            .bind(debits.iter().map(|(r, _)| r.created_at.unix_millis()).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            if written.rows_affected() != debits.len() as u64 {
+                return Ok(None); // the organisation's balance row is gone
+            }
+            return Ok(Some(plan.results));
+        }
     }
     // The balances, locked now (again, if they were locked first: a no-op then).
     let debited: Vec<&str> = {
@@ -1091,6 +1120,8 @@ impl Store for PgStore {
                 // A lost race (a key stored first, the balance spent, a deadlock between a
                 // locking retry and a batch sharing a key): run the batch again.
                 Ok(None) | Err(StoreError::Conflict(_)) => {}
+                // The balance CHECK refused the optimistic first attempt's debit.
+                Err(StoreError::Rejected(_)) if attempt == 0 => {}
                 Err(e) => return Err(e),
             }
             tx.rollback().await.map_err(db_err)?;
