@@ -1091,7 +1091,7 @@ impl Store for PgStore {
     }
 
     fn purchase_writers(&self) -> usize {
-        4
+        2
     }
 
     async fn create_purchases(&self, batch: &[NewPurchase]) -> StoreResult<Vec<PurchaseResult>> {
