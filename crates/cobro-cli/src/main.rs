@@ -6,6 +6,12 @@
 
 mod client;
 
+/// mimalloc instead of the system allocator: the request path allocates many small, short-lived
+/// buffers, and glibc's malloc/free took about a tenth of the server's CPU under purchase
+/// load (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
