@@ -616,8 +616,9 @@ pub struct ListenArgs {
     /// The endpoint's secret (whsec_…) to verify signatures [env: COBRO_WEBHOOK_SECRET].
     #[arg(long)]
     pub secret: Option<String>,
-    /// Register this receiver as an endpoint first (needs the secret key; the server must
-    /// allow loopback endpoints: webhooks.allow_private_addresses), and use its secret.
+    /// Register this receiver as an endpoint first (needs the secret key), use its secret, and
+    /// delete the endpoint on exit. The server accepts this loopback URL when it listens on
+    /// loopback only (the default) or has webhooks.allow_private_addresses set.
     #[arg(long)]
     pub register: bool,
     #[command(flatten)]

@@ -135,9 +135,10 @@ pub fn quickstart(setup: &DemoSetup, base_url: &str) -> String {
         "  cobro buy sku-tl-TEL010 5512345678 --wait".to_string(),
         "  cobro purchases list --limit 5".to_string(),
         String::new(),
-        "  # webhooks on this machine: start the server with COBRO_WEBHOOKS_ALLOW_PRIVATE_ADDRESSES=true,"
+        "  # webhooks: in a third terminal (same exports) run a receiver that registers itself,"
             .to_string(),
-        "  # then run `cobro webhook listen --register` and buy again in a third terminal".to_string(),
+        "  # verifies signatures and prints deliveries, then buy again here:".to_string(),
+        "  cobro webhook listen --register".to_string(),
         String::new(),
         format!(
             "More: {base_url}/openapi.json, and `cobro admin token --key {} --sub SOMEONE` for new tokens.",

@@ -66,7 +66,15 @@ pub struct WebhooksConfig {
     /// Most deliveries in flight to one endpoint from this process.
     pub max_in_flight_per_endpoint: u32,
     /// Allow endpoints on loopback, private, link-local and other non-public addresses.
+    /// Loopback endpoints alone are also allowed, without this, while the server listens on
+    /// a loopback address only (see [`WebhooksConfig::allow_loopback`]).
     pub allow_private_addresses: bool,
+    /// Derived, not configurable: the server listens on a loopback address only, so whoever
+    /// can register an endpoint is already on this machine, and a loopback endpoint (such as
+    /// `cobro webhook listen`) exposes nothing new. Set from `listen` when the configuration
+    /// is loaded and from the bound address when the server starts.
+    #[serde(skip)]
+    pub allow_loopback: bool,
     /// How long the previous secret keeps signing after a rotation.
     pub rotation_overlap_secs: u64,
     /// Longest `Retry-After` honoured, in seconds.
@@ -99,6 +107,7 @@ impl Default for WebhooksConfig {
             max_in_flight: 256,
             max_in_flight_per_endpoint: 32,
             allow_private_addresses: false,
+            allow_loopback: false,
             rotation_overlap_secs: 24 * 3600,
             max_retry_after_secs: 24 * 3600,
             max_endpoints: 16,
@@ -386,7 +395,8 @@ impl Config {
         let env = env
             .map(|k| env_key_to_path(&k.as_str().to_ascii_lowercase()).into())
             .filter(move |k| known.iter().any(|p| p == k.as_str()));
-        let config: Config = fig.merge(env).extract().map_err(Box::new)?;
+        let mut config: Config = fig.merge(env).extract().map_err(Box::new)?;
+        config.webhooks.allow_loopback = listens_on_loopback(&config.listen);
         config
             .validate()
             .map_err(|e| Box::new(figment::Error::from(e)))?;
@@ -572,5 +582,25 @@ mod tests {
             "postgres://h/db?user=u&password=***"
         );
         assert_eq!(redact_url("sqlite://cobro.db"), "sqlite://cobro.db");
+    }
+}
+
+/// Whether a `listen` address (`IP:PORT` or `localhost:PORT`) is on loopback only.
+pub fn listens_on_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    listen
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
+impl WebhooksConfig {
+    /// Which endpoint addresses this configuration allows.
+    pub fn address_policy(&self) -> crate::webhooks::AddressPolicy {
+        crate::webhooks::AddressPolicy {
+            private: self.allow_private_addresses,
+            loopback: self.allow_private_addresses || self.allow_loopback,
+        }
     }
 }

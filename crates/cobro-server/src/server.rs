@@ -159,11 +159,12 @@ impl RunningServer {
 }
 
 /// Builds the app on a migrated `store`, binds `config.listen` and starts serving.
-pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<RunningServer> {
+pub async fn start(mut config: Config, store: Arc<dyn Store>) -> anyhow::Result<RunningServer> {
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
+    config.webhooks.allow_loopback = addr.ip().is_loopback();
     let app = App::new(config, store).await?;
     let (shutdown, mut stop_http) = watch::channel(false);
 

@@ -90,8 +90,9 @@ impl Dispatcher {
             .no_proxy()
             .timeout(Duration::from_millis(cfg.timeout_ms))
             .pool_max_idle_per_host(usize::try_from(cfg.max_in_flight_per_endpoint).unwrap_or(16));
-        if !cfg.allow_private_addresses {
-            builder = builder.dns_resolver(super::PublicOnlyResolver);
+        let policy = cfg.address_policy();
+        if !policy.private {
+            builder = builder.dns_resolver(super::PublicOnlyResolver { policy });
         }
         let client = builder.build()?;
         let suffix = cobro_domain::keys::random_base62(8).unwrap_or_else(|_| "0".into());
@@ -191,7 +192,7 @@ impl Dispatcher {
         c: &ClaimedDelivery,
         now: Timestamp,
     ) -> Result<(reqwest::StatusCode, Option<u64>), String> {
-        super::check_url(&c.endpoint.url, self.cfg.allow_private_addresses)?;
+        super::check_url(&c.endpoint.url, self.cfg.address_policy())?;
         let secs = now.unix_millis().div_euclid(1000);
         let body = c.event.payload.as_bytes();
         let (chipi, standard) =

@@ -6,6 +6,12 @@
 //! check runs when the endpoint is saved (for IP literals and `localhost`) and again at every
 //! delivery through the dispatcher's own DNS resolver, which drops non-public answers, so a
 //! name that later re-points at an internal address is refused too (DNS rebinding).
+//!
+//! One exception needs no setting: a server that listens on a loopback address only (the
+//! default, `127.0.0.1:8080`) may deliver to loopback endpoints. Only programs on the same
+//! machine can reach such a server, and they can reach its loopback services directly; it is
+//! what lets `cobro webhook listen` receive a newcomer's first webhook. Private network
+//! addresses stay refused.
 
 pub mod dispatch;
 pub mod ops;
@@ -53,8 +59,34 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || o[0] >= 240) // reserved
 }
 
+/// Which non-public endpoint addresses are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AddressPolicy {
+    /// Any address (`webhooks.allow_private_addresses`).
+    pub private: bool,
+    /// Loopback addresses (the server listens on loopback only, or `private`).
+    pub loopback: bool,
+}
+
+impl AddressPolicy {
+    /// Whether a delivery may go to `ip`.
+    pub fn allows(self, ip: IpAddr) -> bool {
+        self.private || is_public(ip) || (self.loopback && is_loopback(ip))
+    }
+}
+
+/// Loopback, including IPv4 loopback written as an IPv4-mapped IPv6 address.
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
 /// Checks an endpoint URL against the policy; the error names what is wrong.
-pub fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, String> {
+pub fn check_url(raw: &str, policy: AddressPolicy) -> Result<reqwest::Url, String> {
     if raw.len() > 2048 {
         return Err("url must be at most 2048 characters".into());
     }
@@ -66,7 +98,7 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, String>
         return Err("url must not contain credentials".into());
     }
     let host = url.host().ok_or("url must have a host")?;
-    if allow_private {
+    if policy.private {
         return Ok(url);
     }
     let ip = match host {
@@ -82,24 +114,28 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, String>
         }
     };
     match ip {
-        Some(ip) if !is_public(ip) => Err(format!(
-            "url points at a non-public address ({ip}); the server does not allow private, loopback or link-local endpoints"
+        Some(ip) if !policy.allows(ip) => Err(format!(
+            "url points at a non-public address ({ip}); the server does not allow private{} or link-local endpoints",
+            if policy.loopback { "" } else { ", loopback" }
         )),
         _ => Ok(url),
     }
 }
 
-/// The dispatcher's DNS resolver: the system's answers minus non-public addresses.
+/// The dispatcher's DNS resolver: the system's answers minus the addresses the policy refuses.
 #[derive(Debug, Clone, Copy)]
-pub struct PublicOnlyResolver;
+pub struct PublicOnlyResolver {
+    pub policy: AddressPolicy,
+}
 
 impl reqwest::dns::Resolve for PublicOnlyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
+        let policy = self.policy;
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
-                .filter(|a| is_public(a.ip()))
+                .filter(|a| policy.allows(a.ip()))
                 .collect();
             if addrs.is_empty() {
                 return Err(format!("{host} resolves to no public address").into());
@@ -210,14 +246,61 @@ mod tests {
             "http://100.64.0.1/",
             "http://0.0.0.0/",
         ] {
-            assert!(check_url(bad, false).is_err(), "{bad}");
-            assert!(check_url(bad, true).is_ok(), "{bad}");
+            assert!(check_url(bad, PUBLIC).is_err(), "{bad}");
+            assert!(check_url(bad, ANY).is_ok(), "{bad}");
         }
-        assert!(check_url("https://hooks.example.com/x", false).is_ok());
-        assert!(check_url("https://8.8.8.8/x", false).is_ok());
-        assert!(check_url("ftp://example.com/", true).is_err());
-        assert!(check_url("https://user:pw@example.com/", true).is_err());
-        assert!(check_url("not a url", true).is_err());
+        assert!(check_url("https://hooks.example.com/x", PUBLIC).is_ok());
+        assert!(check_url("https://8.8.8.8/x", PUBLIC).is_ok());
+        assert!(check_url("ftp://example.com/", ANY).is_err());
+        assert!(check_url("https://user:pw@example.com/", ANY).is_err());
+        assert!(check_url("not a url", ANY).is_err());
+    }
+
+    const PUBLIC: AddressPolicy = AddressPolicy {
+        private: false,
+        loopback: false,
+    };
+    const ANY: AddressPolicy = AddressPolicy {
+        private: true,
+        loopback: true,
+    };
+
+    #[test]
+    fn a_loopback_only_server_allows_loopback_endpoints_and_nothing_else_private() {
+        let local = AddressPolicy {
+            private: false,
+            loopback: true,
+        };
+        for ok in [
+            "http://127.0.0.1:8787/",
+            "http://localhost:8787/",
+            "http://[::1]:8787/",
+            "http://[::ffff:127.0.0.1]/",
+            "https://hooks.example.com/",
+        ] {
+            assert!(check_url(ok, local).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.1.2.3/",
+            "http://192.168.1.1/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://0.0.0.0/",
+            "http://[fe80::1]/",
+        ] {
+            assert!(check_url(bad, local).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_listen_addresses_are_recognised() {
+        use crate::config::listens_on_loopback;
+        assert!(listens_on_loopback("127.0.0.1:8080"));
+        assert!(listens_on_loopback("[::1]:8080"));
+        assert!(listens_on_loopback("localhost:8080"));
+        assert!(!listens_on_loopback("0.0.0.0:8080"));
+        assert!(!listens_on_loopback("[::]:8080"));
+        assert!(!listens_on_loopback("10.0.0.5:8080"));
+        assert!(!listens_on_loopback("example.com:8080"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub async fn load(
 }
 
 fn url_param(cfg: &WebhooksConfig, url: &str) -> Result<String, ApiError> {
-    check_url(url, cfg.allow_private_addresses)
+    check_url(url, cfg.address_policy())
         .map(|_| url.to_string())
         .map_err(|msg| ApiError::param(ErrorCode::InvalidParameter, "url", msg))
 }
