@@ -574,39 +574,39 @@ async fn try_batch(
     // statement, so the row is held for one round trip plus COMMIT. The entries' balances
     // are computed from the balance the UPDATE found; if it no longer covers the batch, the
     // balance CHECK fails, the caller rolls back and runs the batch again, locking first.
-    if !lock_first && plan.balances.len() == 1 {
-        if let Some((org, &after)) = plan.balances.iter().next()
-            && let Some(&before) = planned_from.get(org)
-        {
-            let debits: Vec<&(&PurchaseRecord, Option<i64>)> =
-                accepted.iter().filter(|(_, b)| b.is_some()).collect();
-            let written = sqlx::query(
-                "WITH bal AS (
-                     UPDATE org_balances SET available_micros = available_micros - $2, updated_at = $3
-                     WHERE org_id = $1 RETURNING available_micros + $2 AS before
-                 )
-                 INSERT INTO ledger_entries (id, org_id, kind, amount_micros, balance_after_micros, purchase_id, created_at)
-                 SELECT e.id, $1, 'purchase', e.amount, bal.before - e.spent, e.purchase_id, e.created_at
-                 FROM bal, UNNEST($4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
-                      WITH ORDINALITY AS e(id, amount, spent, purchase_id, created_at, n)
-                 ORDER BY e.n",
-            )
-            .bind(org)
-            .bind(before - after)
-            .bind(now)
-            .bind(debits.iter().map(|(r, _)| r.ledger_entry_id.as_str()).collect::<Vec<_>>())
-            .bind(debits.iter().map(|(r, _)| -r.total.0).collect::<Vec<_>>())
-            .bind(debits.iter().map(|(_, b)| before - b.unwrap_or_default()).collect::<Vec<_>>())
-            .bind(debits.iter().map(|(r, _)| r.id.as_str()).collect::<Vec<_>>())
-            .bind(debits.iter().map(|(r, _)| r.created_at.unix_millis()).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
-            if written.rows_affected() != debits.len() as u64 {
-                return Ok(None); // the organisation's balance row is gone
-            }
-            return Ok(Some(plan.results));
+    if !lock_first
+        && plan.balances.len() == 1
+        && let Some((org, &after)) = plan.balances.iter().next()
+        && let Some(&before) = planned_from.get(org)
+    {
+        let debits: Vec<&(&PurchaseRecord, Option<i64>)> =
+            accepted.iter().filter(|(_, b)| b.is_some()).collect();
+        let written = sqlx::query(
+            "WITH bal AS (
+                 UPDATE org_balances SET available_micros = available_micros - $2, updated_at = $3
+                 WHERE org_id = $1 RETURNING available_micros + $2 AS before
+             )
+             INSERT INTO ledger_entries (id, org_id, kind, amount_micros, balance_after_micros, purchase_id, created_at)
+             SELECT e.id, $1, 'purchase', e.amount, bal.before - e.spent, e.purchase_id, e.created_at
+             FROM bal, UNNEST($4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
+                  WITH ORDINALITY AS e(id, amount, spent, purchase_id, created_at, n)
+             ORDER BY e.n",
+        )
+        .bind(org)
+        .bind(before - after)
+        .bind(now)
+        .bind(debits.iter().map(|(r, _)| r.ledger_entry_id.as_str()).collect::<Vec<_>>())
+        .bind(debits.iter().map(|(r, _)| -r.total.0).collect::<Vec<_>>())
+        .bind(debits.iter().map(|(_, b)| before - b.unwrap_or_default()).collect::<Vec<_>>())
+        .bind(debits.iter().map(|(r, _)| r.id.as_str()).collect::<Vec<_>>())
+        .bind(debits.iter().map(|(r, _)| r.created_at.unix_millis()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        if written.rows_affected() != debits.len() as u64 {
+            return Ok(None); // the organisation's balance row is gone
         }
+        return Ok(Some(plan.results));
     }
     // The balances, locked now (again, if they were locked first: a no-op then).
     let debited: Vec<&str> = {
