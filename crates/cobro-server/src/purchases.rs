@@ -173,9 +173,12 @@ async fn write_batch(store: &dyn Store, wake: &tokio::sync::Notify, jobs: Vec<Jo
     let (batch, replies): (Vec<NewPurchase>, Vec<_>) = jobs.into_iter().unzip();
     match store.create_purchases(&batch).await {
         Ok(results) => {
-            if results
+            // The dispatcher has something to route only if a created purchase wrote events
+            // (the sandbox's `completed`; production purchases write theirs when they end).
+            if batch
                 .iter()
-                .any(|r| matches!(r, PurchaseResult::Created(_)))
+                .zip(&results)
+                .any(|(p, r)| !p.events.is_empty() && matches!(r, PurchaseResult::Created(_)))
             {
                 wake.notify_one();
             }

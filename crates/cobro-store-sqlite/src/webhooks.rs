@@ -246,6 +246,16 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn route_events(&self, now: Timestamp, limit: u32) -> StoreResult<u64> {
+        // A look without the write lock first: the dispatcher asks after every commit that
+        // may have written events, and most of the time there is nothing to route. Taking the
+        // lock for nothing would queue behind (and delay) purchase commits.
+        let pending = sqlx::query("SELECT 1 FROM outbox_events WHERE routed_at IS NULL LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if pending.is_none() {
+            return Ok(0);
+        }
         let mut tx = self.begin_write().await?;
         // Inside the write lock the "first `limit` unrouted events" are the same set for both
         // statements.
@@ -288,6 +298,21 @@ impl WebhookStore for SqliteStore {
         per_endpoint: u32,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let lease_until = now.unix_millis().saturating_add(lease_ms);
+        // As in `route_events`: no write lock when nothing is due.
+        let due = sqlx::query(
+            "SELECT 1 FROM webhook_endpoints w
+             WHERE enabled = 1 AND deleted_at IS NULL AND EXISTS (
+                 SELECT 1 FROM webhook_deliveries d
+                 WHERE d.endpoint_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= ?)
+             LIMIT 1",
+        )
+        .bind(now.unix_millis())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints w
