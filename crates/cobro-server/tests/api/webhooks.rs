@@ -507,8 +507,9 @@ async fn the_endpoint_api_refuses_bad_input_with_stable_codes() {
     let app = spawn_app_with(|c| c.webhooks.max_endpoints = 2).await;
     let org = app.client(&app.prod.public_key, &app.prod.secret_key);
     for (url, param) in [
-        ("http://127.0.0.1:9/hook", "url"),
-        ("http://localhost/hook", "url"),
+        ("http://10.0.0.7/hook", "url"),
+        ("http://192.168.1.10/hook", "url"),
+        ("http://[fd00::1]/hook", "url"),
         ("http://169.254.169.254/latest", "url"),
         ("ftp://hooks.example.com/", "url"),
         ("not a url", "url"),
@@ -520,6 +521,16 @@ async fn the_endpoint_api_refuses_bad_input_with_stable_codes() {
         assert_eq!(err.code(), Some("INVALID_PARAMETER"), "{url}");
         assert!(matches!(&err, cobro_sdk::Error::Api { param: Some(p), .. } if p == param));
     }
+    // This server listens on loopback only, so a loopback endpoint is accepted (what
+    // `cobro webhook listen` relies on); a server on any other address refuses it
+    // (webhooks::tests covers that policy).
+    let local = org
+        .create_webhook_endpoint(&endpoint("http://127.0.0.1:9/hook", None))
+        .await
+        .expect("loopback endpoint on a loopback-only server");
+    org.delete_webhook_endpoint(&local.id)
+        .await
+        .expect("delete");
     let err = org
         .create_webhook_endpoint(&endpoint(
             "https://hooks.example.com/a",
