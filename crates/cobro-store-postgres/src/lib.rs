@@ -1327,23 +1327,10 @@ impl Store for PgStore {
             }
             // 3. Refunds (rare): each a reversing entry that moves the balance.
             for f in &mine {
-                if let (Some(refund_id), Some((org_id, _, total))) =
-                    (&f.refund_entry_id, owners_of.get(&f.purchase_id))
-                    && *total > 0
+                if let Some((org_id, _, total)) = owners_of.get(&f.purchase_id)
+                    && let Some(refund) = f.refund(org_id, *total)
                 {
-                    append_entry(
-                        &mut tx,
-                        &NewLedgerEntry {
-                            id: refund_id,
-                            org_id,
-                            kind: "refund",
-                            amount: UsdMicros(*total),
-                            note: f.error_message.as_deref(),
-                            purchase_id: Some(&f.purchase_id),
-                            at: f.at,
-                        },
-                    )
-                    .await?;
+                    append_entry(&mut tx, &refund).await?;
                 }
             }
             // 4. Events, in one statement.

@@ -693,22 +693,8 @@ async fn finish_many(
                 f.purchase_id
             )));
         };
-        if let Some(refund_id) = &f.refund_entry_id
-            && *total > 0
-        {
-            append_entry(
-                conn,
-                &NewLedgerEntry {
-                    id: refund_id,
-                    org_id,
-                    kind: "refund",
-                    amount: UsdMicros(*total),
-                    note: f.error_message.as_deref(),
-                    purchase_id: Some(&f.purchase_id),
-                    at: f.at,
-                },
-            )
-            .await?;
+        if let Some(refund) = f.refund(org_id, *total) {
+            append_entry(conn, &refund).await?;
         }
         for e in &f.events {
             events.push(event_row(e, org_id, env, &f.purchase_id, f.at));

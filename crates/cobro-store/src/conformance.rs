@@ -798,13 +798,19 @@ pub async fn concurrent_purchases_never_overdraw(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(created, 30, "exactly the purchases the balance covers");
-    assert_eq!(store.balance(&o.id).await.expect("balance"), UsdMicros(0));
+    spent_exactly_on_30(&*store, &o.id).await;
+}
+
+/// After a race for a balance that covers 30 purchases: it is spent, exactly 30 are stored
+/// (refused purchases are not), and the ledger adds up.
+async fn spent_exactly_on_30(store: &dyn Store, org_id: &str) {
+    assert_eq!(store.balance(org_id).await.expect("balance"), UsdMicros(0));
     let (_, stored) = store
-        .list_purchases(&o.id, Environment::Prod, &PurchaseFilter::default(), 1, 0)
+        .list_purchases(org_id, Environment::Prod, &PurchaseFilter::default(), 1, 0)
         .await
         .expect("list");
     assert_eq!(stored, 30, "refused purchases are not stored");
-    audit_ledger(&*store, &o.id).await;
+    audit_ledger(store, org_id).await;
 }
 
 /// Batches of several purchases from one organisation, racing: the balance covers 30 of the
@@ -848,13 +854,7 @@ pub async fn concurrent_batches_share_one_balance_exactly(store: Arc<dyn Store>)
         }
     }
     assert_eq!((created, other), (30, 30));
-    assert_eq!(store.balance(&o.id).await.expect("balance"), UsdMicros(0));
-    let (_, stored) = store
-        .list_purchases(&o.id, Environment::Prod, &PurchaseFilter::default(), 1, 0)
-        .await
-        .expect("list");
-    assert_eq!(stored, 30, "refused purchases are not stored");
-    audit_ledger(&*store, &o.id).await;
+    spent_exactly_on_30(&*store, &o.id).await;
 }
 
 pub async fn markups_prefer_the_sku_rule_over_the_category_rule(store: Arc<dyn Store>) {

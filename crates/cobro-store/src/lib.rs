@@ -213,6 +213,24 @@ pub struct FinishPurchase {
     pub events: Vec<NewEvent>,
 }
 
+impl FinishPurchase {
+    /// The refund entry this ending writes for a purchase of `org_id` that cost `total`
+    /// micro-USD: only a failed real purchase has one (`refund_entry_id`), and a free one needs
+    /// none.
+    pub fn refund<'a>(&'a self, org_id: &'a str, total: i64) -> Option<NewLedgerEntry<'a>> {
+        let id = self.refund_entry_id.as_deref()?;
+        (total > 0).then_some(NewLedgerEntry {
+            id,
+            org_id,
+            kind: "refund",
+            amount: UsdMicros(total),
+            note: self.error_message.as_deref(),
+            purchase_id: Some(&self.purchase_id),
+            at: self.at,
+        })
+    }
+}
+
 /// The fulfilment queue at a glance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FulfilmentBacklog {
