@@ -518,6 +518,26 @@ impl Config {
     }
 }
 
+/// Whether a `listen` address (`IP:PORT` or `localhost:PORT`) is on loopback only.
+pub fn listens_on_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    listen
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
+impl WebhooksConfig {
+    /// Which endpoint addresses this configuration allows.
+    pub fn address_policy(&self) -> crate::webhooks::AddressPolicy {
+        crate::webhooks::AddressPolicy {
+            private: self.allow_private_addresses,
+            loopback: self.allow_private_addresses || self.allow_loopback,
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
@@ -582,25 +602,5 @@ mod tests {
             "postgres://h/db?user=u&password=***"
         );
         assert_eq!(redact_url("sqlite://cobro.db"), "sqlite://cobro.db");
-    }
-}
-
-/// Whether a `listen` address (`IP:PORT` or `localhost:PORT`) is on loopback only.
-pub fn listens_on_loopback(listen: &str) -> bool {
-    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
-        return addr.ip().is_loopback();
-    }
-    listen
-        .rsplit_once(':')
-        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
-}
-
-impl WebhooksConfig {
-    /// Which endpoint addresses this configuration allows.
-    pub fn address_policy(&self) -> crate::webhooks::AddressPolicy {
-        crate::webhooks::AddressPolicy {
-            private: self.allow_private_addresses,
-            loopback: self.allow_private_addresses || self.allow_loopback,
-        }
     }
 }
