@@ -78,14 +78,16 @@ async fn events_written_before_a_sigkill_are_delivered_after_the_restart() {
         let hole_url = hole_url.clone();
         tokio::task::spawn_blocking(move || {
             let Tenant { org, pk, token, .. } = tenant(&db, "Webhook crash", "dev");
-            // Loopback endpoints are refused unless allowed; the admin command follows the
-            // same configuration as the server.
-            let refused = cobro(
-                &db,
-                &[
+            // The admin command follows the same policy as the server: configured to listen
+            // beyond loopback (it binds nothing itself), it refuses a loopback endpoint.
+            let refused = std::process::Command::new(BIN)
+                .args([
                     "admin", "webhook", "create", "--org", &org, "--env", "dev", "--url", &hole_url,
-                ],
-            );
+                ])
+                .env("COBRO_DATABASE_URL", &db)
+                .env("COBRO_LISTEN", "0.0.0.0:8080")
+                .output()
+                .expect("run cobro");
             assert!(!refused.status.success());
             assert!(String::from_utf8_lossy(&refused.stderr).contains("INVALID_PARAMETER"));
             let out = std::process::Command::new(BIN)
