@@ -130,10 +130,8 @@ pub enum SkusCommand {
         /// en or es
         #[arg(long)]
         locale: Option<String>,
-        #[arg(long)]
-        page: Option<u64>,
-        #[arg(long)]
-        limit: Option<u64>,
+        #[command(flatten)]
+        paging: Paging,
     },
     /// One SKU.
     Get {
@@ -161,10 +159,8 @@ pub enum PurchasesCommand {
         /// PENDING, PROCESSING, SUCCESS, FAILED
         #[arg(long)]
         status: Option<String>,
-        #[arg(long)]
-        page: Option<u64>,
-        #[arg(long)]
-        limit: Option<u64>,
+        #[command(flatten)]
+        paging: Paging,
     },
 }
 
@@ -180,10 +176,8 @@ pub enum EventsCommand {
         kind: Option<String>,
         #[arg(long)]
         purchase: Option<String>,
-        #[arg(long)]
-        page: Option<u64>,
-        #[arg(long)]
-        limit: Option<u64>,
+        #[command(flatten)]
+        paging: Paging,
     },
     /// One event with its deliveries and attempts.
     Get {
@@ -229,20 +223,45 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// The line under a paginated table.
-fn footer<T>(list: &cobro_types::Paginated<T>, noun: &str) {
+/// A page of a list: the API's JSON with `--json`, else a table with one row per item and a
+/// footer line (`page 1 of 4 (12 SKUs)`).
+fn print_page<T: Serialize>(
+    json: bool,
+    list: &cobro_types::Paginated<T>,
+    headers: &[&str],
+    noun: &str,
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(list);
+    }
+    let rows: Vec<Vec<String>> = list.data.iter().map(row).collect();
+    table(headers, &rows);
     println!(
         "page {} of {} ({} {noun})",
         list.page, list.total_pages, list.total
     );
+    Ok(())
 }
 
-fn pages(q: &mut Vec<(&'static str, String)>, page: Option<u64>, limit: Option<u64>) {
-    if let Some(p) = page {
-        q.push(("page", p.to_string()));
-    }
-    if let Some(l) = limit {
-        q.push(("limit", l.to_string()));
+/// `--page N --limit N` of every list command.
+#[derive(Debug, Args)]
+pub struct Paging {
+    #[arg(long)]
+    pub page: Option<u64>,
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+impl Paging {
+    /// Adds the set ones to a query.
+    fn push(&self, q: &mut Vec<(&'static str, String)>) {
+        if let Some(p) = self.page {
+            q.push(("page", p.to_string()));
+        }
+        if let Some(l) = self.limit {
+            q.push(("limit", l.to_string()));
+        }
     }
 }
 
@@ -276,8 +295,7 @@ pub async fn skus(cmd: SkusCommand) -> anyhow::Result<()> {
             carrier,
             provider,
             locale,
-            page,
-            limit,
+            paging,
         } => {
             let client = remote.client(Bearer::Customer)?;
             let q = SkuListQuery {
@@ -285,18 +303,17 @@ pub async fn skus(cmd: SkusCommand) -> anyhow::Result<()> {
                 carrier_name: carrier,
                 provider,
                 locale,
-                page,
-                limit,
+                page: paging.page,
+                limit: paging.limit,
                 ..Default::default()
             };
             let list = client.list_skus(&q).await?;
-            if remote.json {
-                return print_json(&list);
-            }
-            let rows: Vec<Vec<String>> = list
-                .data
-                .iter()
-                .map(|s| {
+            print_page(
+                remote.json,
+                &list,
+                &["ID", "NAME", "CARRIER", "CATEGORY", "AMOUNT", "CURRENCY"],
+                "SKUs",
+                |s| {
                     vec![
                         s.id.clone(),
                         s.name.clone(),
@@ -307,14 +324,8 @@ pub async fn skus(cmd: SkusCommand) -> anyhow::Result<()> {
                             .unwrap_or_else(|| "any".into()),
                         s.currency.as_str().to_string(),
                     ]
-                })
-                .collect();
-            table(
-                &["ID", "NAME", "CARRIER", "CATEGORY", "AMOUNT", "CURRENCY"],
-                &rows,
-            );
-            footer(&list, "SKUs");
-            Ok(())
+                },
+            )
         }
         SkusCommand::Get { id, remote, locale } => {
             let client = remote.client(Bearer::Customer)?;
@@ -447,24 +458,15 @@ pub async fn purchases(cmd: PurchasesCommand) -> anyhow::Result<()> {
         PurchasesCommand::List {
             remote,
             status,
-            page,
-            limit,
+            paging,
         } => {
             let mut q = Vec::new();
             if let Some(s) = status {
                 q.push(("status", s));
             }
-            pages(&mut q, page, limit);
+            paging.push(&mut q);
             let list = remote.client(Bearer::Customer)?.list_purchases(&q).await?;
-            if remote.json {
-                return print_json(&list);
-            }
-            table(
-                &TX_HEADERS,
-                &list.data.iter().map(tx_row).collect::<Vec<_>>(),
-            );
-            footer(&list, "purchases");
-            Ok(())
+            print_page(remote.json, &list, &TX_HEADERS, "purchases", tx_row)
         }
     }
 }
@@ -482,20 +484,19 @@ pub async fn balance(remote: Remote) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn ledger(remote: Remote, page: Option<u64>, limit: Option<u64>) -> anyhow::Result<()> {
+pub async fn ledger(remote: Remote, paging: Paging) -> anyhow::Result<()> {
     let mut q = Vec::new();
-    pages(&mut q, page, limit);
+    paging.push(&mut q);
     let list = remote
         .client(Bearer::Organisation)?
         .ledger_entries(&q)
         .await?;
-    if remote.json {
-        return print_json(&list);
-    }
-    let rows: Vec<Vec<String>> = list
-        .data
-        .iter()
-        .map(|e| {
+    print_page(
+        remote.json,
+        &list,
+        &["ID", "TYPE", "USD", "BALANCE", "PURCHASE", "CREATED"],
+        "entries",
+        |e| {
             vec![
                 e.id.clone(),
                 e.kind.clone(),
@@ -504,14 +505,8 @@ pub async fn ledger(remote: Remote, page: Option<u64>, limit: Option<u64>) -> an
                 e.purchase_id.clone().unwrap_or_default(),
                 e.created_at.to_rfc3339(),
             ]
-        })
-        .collect();
-    table(
-        &["ID", "TYPE", "USD", "BALANCE", "PURCHASE", "CREATED"],
-        &rows,
-    );
-    footer(&list, "entries");
-    Ok(())
+        },
+    )
 }
 
 pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
@@ -520,8 +515,7 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
             remote,
             kind,
             purchase,
-            page,
-            limit,
+            paging,
         } => {
             let mut q = Vec::new();
             if let Some(k) = kind {
@@ -530,26 +524,22 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
             if let Some(p) = purchase {
                 q.push(("purchaseId", p));
             }
-            pages(&mut q, page, limit);
+            paging.push(&mut q);
             let list = remote.client(Bearer::Organisation)?.list_events(&q).await?;
-            if remote.json {
-                return print_json(&list);
-            }
-            let rows: Vec<Vec<String>> = list
-                .data
-                .iter()
-                .map(|e| {
+            print_page(
+                remote.json,
+                &list,
+                &["ID", "TYPE", "PURCHASE", "CREATED"],
+                "events",
+                |e| {
                     vec![
                         e.id.clone(),
                         e.kind.clone(),
                         e.purchase_id.clone().unwrap_or_default(),
                         e.created_at.to_rfc3339(),
                     ]
-                })
-                .collect();
-            table(&["ID", "TYPE", "PURCHASE", "CREATED"], &rows);
-            footer(&list, "events");
-            Ok(())
+                },
+            )
         }
         EventsCommand::Get { id, remote } => {
             let e = remote.client(Bearer::Organisation)?.get_event(&id).await?;

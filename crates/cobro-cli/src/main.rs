@@ -101,10 +101,8 @@ enum Command {
     Ledger {
         #[command(flatten)]
         remote: client::Remote,
-        #[arg(long)]
-        page: Option<u64>,
-        #[arg(long)]
-        limit: Option<u64>,
+        #[command(flatten)]
+        paging: client::Paging,
     },
     /// Events and their deliveries (secret key).
     #[command(subcommand)]
@@ -668,11 +666,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Buy(args) => client::buy(args).await,
         Command::Purchases(cmd) => client::purchases(cmd).await,
         Command::Balance { remote } => client::balance(remote).await,
-        Command::Ledger {
-            remote,
-            page,
-            limit,
-        } => client::ledger(remote, page, limit).await,
+        Command::Ledger { remote, paging } => client::ledger(remote, paging).await,
         Command::Events(cmd) => client::events(cmd).await,
         Command::Webhook(WebhookClientCommand::Listen(args)) => client::listen(args).await,
         Command::X402(X402Command::Pay {

@@ -57,6 +57,21 @@ impl Setup {
             .expect("run cobro")
     }
 
+    /// The API's own answer to a GET with the customer's credentials, through cobro-sdk (on a
+    /// throw-away runtime, as these tests are synchronous).
+    fn api_get(&self, path: &str, query: &[(&str, String)]) -> Value {
+        let client = cobro_sdk::Client::new(&self.server.url)
+            .expect("client")
+            .with_api_key(&self.pk)
+            .with_bearer(&self.token);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(client.get(path, query))
+            .expect("GET")
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         let out = self.run(args);
         assert!(
@@ -82,13 +97,13 @@ fn json_output_matches_the_api_and_buy_wait_ends_settled() {
         "5",
         "--json",
     ]);
-    let direct: Value = reqwest::blocking_get(
-        &format!(
-            "{}/v1/skus?chipiCategory=RECARGAS&carrierName=telcel&limit=5",
-            s.server.url
-        ),
-        &s.pk,
-        &s.token,
+    let direct = s.api_get(
+        "/v1/skus",
+        &[
+            ("chipiCategory", "RECARGAS".into()),
+            ("carrierName", "telcel".into()),
+            ("limit", "5".into()),
+        ],
     );
     assert_eq!(listed, direct, "the CLI prints what the API answers");
     assert!(listed["total"].as_u64().expect("total") > 0);
@@ -239,26 +254,4 @@ fn webhook_listen_receives_and_verifies_a_purchase_event() {
     // The purchase's one event is listed.
     let events = s.json(&["events", "list", "--json"]);
     assert_eq!(events["total"], 1);
-}
-
-mod reqwest {
-    /// A GET with the API key and bearer, as JSON (blocking, on a throw-away runtime).
-    pub fn blocking_get(url: &str, pk: &str, bearer: &str) -> serde_json::Value {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            ::reqwest::Client::new()
-                .get(url)
-                .header("x-api-key", pk)
-                .bearer_auth(bearer)
-                .send()
-                .await
-                .expect("send")
-                .json()
-                .await
-                .expect("json")
-        })
-    }
 }
