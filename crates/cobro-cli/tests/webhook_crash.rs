@@ -145,12 +145,12 @@ async fn events_written_before_a_sigkill_are_delivered_after_the_restart() {
         ("COBRO_DEMO_BOOTSTRAP", "false"),
     ];
 
-    // 1. The dispatcher is off: the events sit in the outbox, unrouted. SIGKILL.
+    // 1. The dispatcher is off: the events and their deliveries wait in the database. SIGKILL.
     let mut off = fast.to_vec();
     off.push(("COBRO_WEBHOOKS_ENABLED", "false"));
     let first = serve_with(&db, &off);
     for i in 0..10 {
-        purchases.insert(buy(first.url.clone(), format!("before-routing-{i}")).await);
+        purchases.insert(buy(first.url.clone(), format!("before-dispatch-{i}")).await);
     }
     first.kill9();
 

@@ -672,12 +672,29 @@ async fn try_batch(
 }
 
 /// Claims due jobs; `SKIP LOCKED` lets concurrent workers take disjoint jobs without waiting.
-const CLAIM_SQL: &str = "WITH due AS (SELECT purchase_id FROM fulfilment_jobs \
-        WHERE next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
-        ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-    UPDATE fulfilment_jobs j SET lease_owner = $1, lease_until = $2, attempts = j.attempts + 1 \
-    FROM due WHERE j.purchase_id = due.purchase_id \
-    RETURNING j.purchase_id, j.attempts";
+/// The worker's claim, one statement: lease up to `$4` due jobs to `$1` until `$2` (an
+/// attempt counted on each), move their purchases from `PENDING` to `PROCESSING` at `$3`, and
+/// return the purchases with the attempt number. A purchase already `PROCESSING` (a retry)
+/// keeps its state and time.
+fn claim_sql() -> String {
+    let p_columns = PURCHASE_COLUMNS
+        .split(", ")
+        .map(|c| format!("p.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH due AS (SELECT purchase_id FROM fulfilment_jobs \
+            WHERE next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+            ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED), \
+         j AS (UPDATE fulfilment_jobs j SET lease_owner = $1, lease_until = $2, attempts = j.attempts + 1 \
+            FROM due WHERE j.purchase_id = due.purchase_id RETURNING j.purchase_id, j.attempts), \
+         p AS (UPDATE purchases p \
+            SET status = CASE WHEN p.status = 'PENDING' THEN 'PROCESSING' ELSE p.status END, \
+                updated_at = CASE WHEN p.status = 'PENDING' THEN $3 ELSE p.updated_at END \
+            FROM j WHERE p.id = j.purchase_id RETURNING {p_columns}) \
+         SELECT {p_columns}, j.attempts AS claim_attempt FROM p JOIN j ON j.purchase_id = p.id"
+    )
+}
 
 /// Ends one purchase inside the caller's transaction (see `FinishPurchase`); `false` when
 /// the caller no longer holds the job (nothing is written then).
@@ -770,15 +787,27 @@ struct EventRow<'a> {
     at: Timestamp,
 }
 
-/// Writes events to the outbox in one statement (inside the caller's transaction).
+/// Writes events to the outbox (inside the caller's transaction) and routes them at once, in
+/// one statement: one pending delivery per matching endpoint (see `cobro_store::webhooks`),
+/// due at the event's time, and the event marked routed.
 async fn insert_events(conn: &mut PgConnection, rows: &[EventRow<'_>]) -> StoreResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])",
-    )
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH e AS (
+             INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at, routed_at)
+             SELECT i, o, v, t, p, b, a, a
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+                  AS r(i, o, v, t, p, b, a)
+             RETURNING seq, org_id, environment, type, created_at)
+         INSERT INTO webhook_deliveries (event_seq, endpoint_id, status, attempts, next_attempt_at, created_at)
+         SELECT e.seq, w.id, 'pending', 0, e.created_at, e.created_at
+         FROM e JOIN webhook_endpoints w ON w.org_id = e.org_id AND w.environment = e.environment
+         WHERE w.enabled AND w.deleted_at IS NULL AND w.created_at <= e.created_at AND {}
+         ORDER BY e.seq, w.id",
+        webhooks::WANTS
+    )))
     .bind(rows.iter().map(|r| r.event.id.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.org_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.env).collect::<Vec<_>>())
@@ -1207,8 +1236,12 @@ impl Store for PgStore {
         lease_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<ClaimedJob>> {
+        static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(claim_sql);
         let mut tx = self.begin_write().await?;
-        let claimed = sqlx::query(CLAIM_SQL)
+        // Planned at each execution (a generic plan made while the tables were small would
+        // scan `purchases`; see `find_by_keys`).
+        let rows = sqlx::query(sqlx::AssertSqlSafe(CLAIM.as_str()))
+            .persistent(false)
             .bind(owner)
             .bind(now.unix_millis().saturating_add(lease_ms))
             .bind(now.unix_millis())
@@ -1216,40 +1249,16 @@ impl Store for PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
-        // Two set-based statements for the whole round, not two per job.
-        let mut attempts = HashMap::with_capacity(claimed.len());
-        for row in &claimed {
-            let id: String = row.try_get(0).map_err(db_err)?;
-            let attempt: i64 = row.try_get(1).map_err(db_err)?;
-            attempts.insert(id, u32::try_from(attempt).unwrap_or(u32::MAX));
-        }
-        let ids: Vec<&str> = attempts.keys().map(String::as_str).collect();
-        let mut jobs = Vec::with_capacity(ids.len());
-        if !ids.is_empty() {
-            sqlx::query("UPDATE purchases SET status = 'PROCESSING', updated_at = $1 WHERE id = ANY($2) AND status = 'PENDING'")
-                .persistent(false)
-                .bind(now.unix_millis())
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id = ANY($1)"
-            ));
-            let rows = sqlx::query(sql)
-                .persistent(false)
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            for row in &rows {
-                let purchase = purchase_from_row(row)?;
-                let attempt = attempts.get(&purchase.id).copied().unwrap_or(1);
-                jobs.push(ClaimedJob { purchase, attempt });
-            }
-        }
         tx.commit().await.map_err(db_err)?;
-        Ok(jobs)
+        rows.iter()
+            .map(|row| {
+                let attempt: i64 = row.try_get("claim_attempt").map_err(db_err)?;
+                Ok(ClaimedJob {
+                    purchase: purchase_from_row(row)?,
+                    attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
     }
 
     async fn finish_purchase(&self, f: &FinishPurchase) -> StoreResult<bool> {

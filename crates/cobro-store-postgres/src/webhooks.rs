@@ -24,7 +24,7 @@ const DELIVERY_COLUMNS: &str = "d.id, e.id AS event_id, d.endpoint_id, d.status,
      d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.finished_at";
 
 /// The filter clause shared by routing and redelivery: the endpoint wants the event.
-const WANTS: &str = "(w.events = '*' OR w.events LIKE '%,' || e.type || ',%')";
+pub(crate) const WANTS: &str = "(w.events = '*' OR w.events LIKE '%,' || e.type || ',%')";
 
 fn ts(v: i64) -> Timestamp {
     Timestamp::from_unix_millis(v)
@@ -243,36 +243,6 @@ impl WebhookStore for PgStore {
         }
         tx.commit().await.map_err(db_err)?;
         Ok(n == 1)
-    }
-
-    async fn route_events(&self, now: Timestamp, limit: u32) -> StoreResult<u64> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "WITH batch AS (
-                 SELECT seq FROM outbox_events WHERE routed_at IS NULL
-                 ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED),
-             marked AS (
-                 UPDATE outbox_events e SET routed_at = $2 FROM batch WHERE e.seq = batch.seq
-                 RETURNING e.seq, e.org_id, e.environment, e.type, e.created_at),
-             ins AS (
-                 INSERT INTO webhook_deliveries (event_seq, endpoint_id, status, attempts, next_attempt_at, created_at)
-                 SELECT e.seq, w.id, 'pending', 0, $2, $2
-                 FROM marked e
-                 JOIN webhook_endpoints w ON w.org_id = e.org_id AND w.environment = e.environment
-                 WHERE w.enabled AND w.deleted_at IS NULL AND w.created_at <= e.created_at AND {WANTS}
-                 ORDER BY e.seq, w.id
-                 RETURNING 1)
-             SELECT (SELECT COUNT(*) FROM marked), (SELECT COUNT(*) FROM ins)"
-        ));
-        let mut tx = self.begin_write().await?;
-        let routed: i64 = sqlx::query(sql)
-            .bind(i64::from(limit))
-            .bind(now.unix_millis())
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|r| r.try_get(0))
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(u64::try_from(routed).unwrap_or(0))
     }
 
     async fn claim_deliveries(
@@ -596,8 +566,7 @@ impl WebhookStore for PgStore {
     async fn webhook_backlog(&self) -> StoreResult<WebhookBacklog> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'),
-                    (SELECT MIN(created_at) FROM webhook_deliveries WHERE status = 'pending'),
-                    (SELECT COUNT(*) FROM outbox_events WHERE routed_at IS NULL)",
+                    (SELECT MIN(created_at) FROM webhook_deliveries WHERE status = 'pending')",
         )
         .fetch_one(&self.pool)
         .await
@@ -605,7 +574,6 @@ impl WebhookStore for PgStore {
         Ok(WebhookBacklog {
             pending: u64::try_from(row.try_get::<i64, _>(0).map_err(db_err)?).unwrap_or(0),
             oldest_pending: row.try_get::<Option<i64>, _>(1).map_err(db_err)?.map(ts),
-            unrouted: u64::try_from(row.try_get::<i64, _>(2).map_err(db_err)?).unwrap_or(0),
         })
     }
 }

@@ -728,17 +728,35 @@ fn event_row(e: &NewEvent, org_id: &str, env: &str, purchase_id: &str, at: Times
     ])
 }
 
-/// Writes events to the outbox (inside the caller's transaction), in order, with one statement.
+/// Writes events to the outbox (inside the caller's transaction), in order, and routes them
+/// at once: one pending delivery per matching endpoint (see `cobro_store::webhooks`), due at
+/// the event's time, and the event marked routed. Two statements, whatever the number of
+/// events.
 async fn insert_events(conn: &mut SqliteConnection, rows: Vec<Value>) -> StoreResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
+    let rows = Value::Array(rows).to_string();
     sqlx::query(
-        "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
+        "INSERT INTO outbox_events (id, org_id, environment, type, purchase_id, payload, created_at, routed_at)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>6
          FROM json_each(?) ORDER BY key",
     )
-    .bind(Value::Array(rows).to_string())
+    .bind(&rows)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO webhook_deliveries (event_seq, endpoint_id, status, attempts, next_attempt_at, created_at)
+         SELECT e.seq, w.id, 'pending', 0, e.created_at, e.created_at
+         FROM outbox_events e
+         JOIN webhook_endpoints w ON w.org_id = e.org_id AND w.environment = e.environment
+         WHERE e.id IN (SELECT value->>0 FROM json_each(?)) AND w.enabled = 1 AND w.deleted_at IS NULL
+           AND w.created_at <= e.created_at AND {}
+         ORDER BY e.seq, w.id",
+        webhooks::WANTS
+    )))
+    .bind(&rows)
     .execute(&mut *conn)
     .await
     .map_err(db_err)?;

@@ -24,7 +24,7 @@ const DELIVERY_COLUMNS: &str = "d.id, e.id AS event_id, d.endpoint_id, d.status,
      d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.finished_at";
 
 /// The filter clause shared by routing and redelivery: the endpoint wants the event.
-const WANTS: &str = "(w.events = '*' OR w.events LIKE '%,' || e.type || ',%')";
+pub(crate) const WANTS: &str = "(w.events = '*' OR w.events LIKE '%,' || e.type || ',%')";
 
 fn ts(v: i64) -> Timestamp {
     Timestamp::from_unix_millis(v)
@@ -245,50 +245,6 @@ impl WebhookStore for SqliteStore {
         Ok(n == 1)
     }
 
-    async fn route_events(&self, now: Timestamp, limit: u32) -> StoreResult<u64> {
-        // A look without the write lock first: the dispatcher asks after every commit that
-        // may have written events, and most of the time there is nothing to route. Taking the
-        // lock for nothing would queue behind (and delay) purchase commits.
-        let pending = sqlx::query("SELECT 1 FROM outbox_events WHERE routed_at IS NULL LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        if pending.is_none() {
-            return Ok(0);
-        }
-        let mut tx = self.begin_write().await?;
-        // Inside the write lock the "first `limit` unrouted events" are the same set for both
-        // statements.
-        let batch = "SELECT seq FROM outbox_events WHERE routed_at IS NULL ORDER BY seq LIMIT ?";
-        let insert = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO webhook_deliveries (event_seq, endpoint_id, status, attempts, next_attempt_at, created_at)
-             SELECT e.seq, w.id, 'pending', 0, ?, ?
-             FROM outbox_events e
-             JOIN webhook_endpoints w ON w.org_id = e.org_id AND w.environment = e.environment
-             WHERE e.seq IN ({batch}) AND w.enabled = 1 AND w.deleted_at IS NULL
-               AND w.created_at <= e.created_at AND {WANTS}
-             ORDER BY e.seq, w.id"
-        ));
-        sqlx::query(insert)
-            .bind(now.unix_millis())
-            .bind(now.unix_millis())
-            .bind(i64::from(limit))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let routed = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE outbox_events SET routed_at = ? WHERE seq IN ({batch})"
-        )))
-        .bind(now.unix_millis())
-        .bind(i64::from(limit))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .rows_affected();
-        tx.commit().await.map_err(db_err)?;
-        Ok(routed)
-    }
-
     async fn claim_deliveries(
         &self,
         owner: &str,
@@ -298,7 +254,9 @@ impl WebhookStore for SqliteStore {
         per_endpoint: u32,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let lease_until = now.unix_millis().saturating_add(lease_ms);
-        // As in `route_events`: no write lock when nothing is due.
+        // A look without the write lock first: the dispatcher asks after every commit that
+        // may have written events, and most of the time nothing is due. Taking the lock for
+        // nothing would queue behind (and delay) purchase commits.
         let due = sqlx::query(
             "SELECT 1 FROM webhook_endpoints w
              WHERE enabled = 1 AND deleted_at IS NULL AND EXISTS (
@@ -594,8 +552,7 @@ impl WebhookStore for SqliteStore {
     async fn webhook_backlog(&self) -> StoreResult<WebhookBacklog> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'),
-                    (SELECT MIN(created_at) FROM webhook_deliveries WHERE status = 'pending'),
-                    (SELECT COUNT(*) FROM outbox_events WHERE routed_at IS NULL)",
+                    (SELECT MIN(created_at) FROM webhook_deliveries WHERE status = 'pending')",
         )
         .fetch_one(&self.pool)
         .await
@@ -603,7 +560,6 @@ impl WebhookStore for SqliteStore {
         Ok(WebhookBacklog {
             pending: u64::try_from(row.try_get::<i64, _>(0).map_err(db_err)?).unwrap_or(0),
             oldest_pending: row.try_get::<Option<i64>, _>(1).map_err(db_err)?.map(ts),
-            unrouted: u64::try_from(row.try_get::<i64, _>(2).map_err(db_err)?).unwrap_or(0),
         })
     }
 }

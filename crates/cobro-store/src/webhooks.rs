@@ -2,10 +2,11 @@
 //! deliveries with their attempt log.
 //!
 //! The flow:
-//! 1. a state change writes its event to `outbox_events` in its own transaction (purchases);
-//! 2. [`WebhookStore::route_events`] turns each not-yet-routed event into one pending
-//!    delivery per matching endpoint (same organisation and environment, enabled, event type
-//!    in its filter, created before the event) and marks the event routed, in one transaction;
+//! 1. a state change writes its event to `outbox_events` in its own transaction (purchases)
+//!    and, in the same transaction, routes it: one pending delivery, due at once, per
+//!    matching endpoint (same organisation and environment, enabled, event type in its
+//!    filter, created no later than the event). An endpoint created later never receives
+//!    the event; one disabled or deleted in between is skipped when claiming;
 //! 3. [`WebhookStore::claim_deliveries`] leases due deliveries to one dispatcher (the lease is
 //!    the delivery's `next_attempt_at` pushed into the future, so a crashed dispatcher's
 //!    deliveries come due again by themselves);
@@ -226,8 +227,6 @@ pub struct WebhookBacklog {
     pub pending: u64,
     /// When the oldest pending delivery was created.
     pub oldest_pending: Option<Timestamp>,
-    /// Outbox events not yet routed to endpoints.
-    pub unrouted: u64,
 }
 
 /// Webhook storage; every method is one atomic operation.
@@ -264,11 +263,6 @@ pub trait WebhookStore: Send + Sync {
         id: &str,
         at: Timestamp,
     ) -> StoreResult<bool>;
-
-    /// Routes up to `limit` unrouted outbox events, oldest first: one pending delivery, due
-    /// at `now`, per matching endpoint, and the event marked routed. Returns how many events
-    /// were routed. Safe with several dispatchers (each event is routed once).
-    async fn route_events(&self, now: Timestamp, limit: u32) -> StoreResult<u64>;
 
     /// Leases up to `limit` due deliveries of enabled endpoints (at most `per_endpoint` per
     /// endpoint) to `owner` until `now + lease_ms`, counting an attempt on each.

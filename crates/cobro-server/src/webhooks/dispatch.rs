@@ -1,10 +1,10 @@
 //! The webhook dispatcher: delivers outbox events to endpoints, at least once.
 //!
-//! One loop per process:
-//! 1. **route** new outbox events into one pending delivery per matching endpoint (when woken
-//!    by this process's own writes, every `poll_interval_ms`, or again at once after a full
-//!    batch);
-//! 2. **claim** due deliveries with a lease (`lease_ms`), at most `max_in_flight` in flight in
+//! Events are routed where they are written: the transaction that writes an outbox event also
+//! writes one pending delivery per matching endpoint (`cobro_store::webhooks`). One loop per
+//! process then:
+//! 1. wakes on this process's own writes of events, or every `poll_interval_ms`;
+//! 2. **claims** due deliveries with a lease (`lease_ms`), at most `max_in_flight` in flight in
 //!    the process and `max_in_flight_per_endpoint` per endpoint (claimed extras wait in memory
 //!    for a slot of their endpoint);
 //! 3. **send** each: `POST` of the event body with `chipi-signature`, `webhook-id`,
@@ -36,8 +36,6 @@ use tokio::sync::{Notify, watch};
 
 use crate::{config::WebhooksConfig, telemetry::Metrics};
 
-/// Events routed per transaction.
-const ROUTE_BATCH: u32 = 500;
 /// The most of a response body read (and thrown away) so the connection can be reused.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
@@ -259,8 +257,6 @@ impl Dispatcher {
         let max = usize::try_from(this.cfg.max_in_flight).unwrap_or(256);
         let per = this.cfg.max_in_flight_per_endpoint;
         let poll = Duration::from_millis(this.cfg.poll_interval_ms);
-        let mut route_due = true;
-        let mut last_poll = Instant::now();
         let mut last_gauge = Instant::now() - Duration::from_secs(60);
 
         let start =
@@ -295,17 +291,6 @@ impl Dispatcher {
             let stopping = *stop.borrow();
             let mut progressed = false;
             if !stopping {
-                if route_due || last_poll.elapsed() >= poll {
-                    last_poll = Instant::now();
-                    route_due = false;
-                    match this.store.route_events(Timestamp::now(), ROUTE_BATCH).await {
-                        Ok(n) => {
-                            route_due = n >= u64::from(ROUTE_BATCH);
-                            progressed |= n > 0;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "routing webhook events failed"),
-                    }
-                }
                 let free = max.saturating_sub(inflight.len() + waiting_total);
                 // Claim when a good share of the slots is free, so a busy dispatcher does not
                 // run a claim transaction per finished delivery.
@@ -371,7 +356,7 @@ impl Dispatcher {
             }
             let woke = tokio::select! {
                 Some(r) = inflight.next(), if !inflight.is_empty() => Some(r),
-                _ = this.wake.notified() => { route_due = true; None }
+                _ = this.wake.notified() => None,
                 _ = tokio::time::sleep(poll) => None,
                 _ = stop.wait_for(|s| *s) => None,
             };
@@ -432,7 +417,7 @@ impl Dispatcher {
             Ok(b) => {
                 self.metrics
                     .webhook_queue_pending
-                    .set(i64::try_from(b.pending + b.unrouted).unwrap_or(i64::MAX));
+                    .set(i64::try_from(b.pending).unwrap_or(i64::MAX));
                 let age = b
                     .oldest_pending
                     .map(|t| (Timestamp::now().unix_millis() - t.unix_millis()).max(0) / 1000)

@@ -102,6 +102,8 @@ impl FulfilmentWorker {
     /// Runs rounds until `stop` turns true; sleeps `poll_interval_ms` when there is no work.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let idle = Duration::from_millis(self.cfg.poll_interval_ms.max(10));
+        // The backlog gauges cost a count of the queue: at most once a second while busy.
+        let mut gauged: Option<std::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 return;
@@ -113,7 +115,10 @@ impl FulfilmentWorker {
                     0
                 }
             };
-            if let Ok(b) = self.store.fulfilment_backlog().await {
+            let gauge_due =
+                worked == 0 || gauged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if gauge_due && let Ok(b) = self.store.fulfilment_backlog().await {
+                gauged = Some(std::time::Instant::now());
                 self.metrics
                     .fulfilment_open
                     .set(i64::try_from(b.open).unwrap_or(i64::MAX));
