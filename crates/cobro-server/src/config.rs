@@ -129,6 +129,10 @@ pub struct CarrierConfig {
     pub poll_interval_ms: u64,
     /// Most purchases a worker takes per round.
     pub batch: u32,
+    /// After a round that took fewer than `batch` purchases, how long the worker waits before
+    /// it claims again, so that under load each round (two transactions) takes many
+    /// purchases instead of a few. A full round is followed at once.
+    pub linger_ms: u64,
     /// First retry delay; it doubles per attempt up to `retry_max_ms`.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
@@ -144,6 +148,7 @@ impl Default for CarrierConfig {
             lease_ms: 60_000,
             poll_interval_ms: 200,
             batch: 32,
+            linger_ms: 20,
             retry_base_ms: 1_000,
             retry_max_ms: 60_000,
             flag_after_attempts: 10,

@@ -99,7 +99,8 @@ impl FulfilmentWorker {
         Ok(n)
     }
 
-    /// Runs rounds until `stop` turns true; sleeps `poll_interval_ms` when there is no work.
+    /// Runs rounds until `stop` turns true; sleeps `poll_interval_ms` when there is no work,
+    /// and `linger_ms` after a round that was not full.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let idle = Duration::from_millis(self.cfg.poll_interval_ms.max(10));
         // The backlog gauges cost a count of the queue: at most once a second while busy.
@@ -126,9 +127,16 @@ impl FulfilmentWorker {
                     .fulfilment_flagged
                     .set(i64::try_from(b.flagged).unwrap_or(i64::MAX));
             }
-            if worked == 0 {
+            let pause = if worked == 0 {
+                idle
+            } else if worked < usize::try_from(self.cfg.batch).unwrap_or(usize::MAX) {
+                Duration::from_millis(self.cfg.linger_ms)
+            } else {
+                Duration::ZERO
+            };
+            if !pause.is_zero() {
                 tokio::select! {
-                    _ = tokio::time::sleep(idle) => {}
+                    _ = tokio::time::sleep(pause) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }
