@@ -1127,18 +1127,27 @@ impl Store for PgStore {
         .transpose()
     }
 
-    fn purchase_writers(&self) -> usize {
-        2
+    async fn create_purchases(&self, batch: &[NewPurchase]) -> StoreResult<Vec<PurchaseResult>> {
+        let results = self.create_purchases_unsynced(batch).await?;
+        self.durability_barrier().await?;
+        Ok(results)
     }
 
-    async fn create_purchases(&self, batch: &[NewPurchase]) -> StoreResult<Vec<PurchaseResult>> {
+    async fn sync(&self) -> StoreResult<()> {
+        self.durability_barrier().await
+    }
+
+    async fn create_purchases_unsynced(
+        &self,
+        batch: &[NewPurchase],
+    ) -> StoreResult<Vec<PurchaseResult>> {
         // A concurrent transaction can store one of our keys between our read and our insert;
         // then the whole batch is rolled back and planned again (it then sees a replay).
         //
         // The batch commits with `synchronous_commit = off`: COMMIT returns (and releases the
         // organisation's balance row) without waiting for the WAL flush, so the next batch can
         // start while this one's flush is under way. Nobody hears about the batch until it is
-        // durable: before answering, `durability_barrier` commits a transaction of its own
+        // durable: before answering, `sync` (`durability_barrier`) commits a transaction of its own
         // synchronously, and since the WAL is flushed in order, that flush covers this batch's
         // commit record too. Whatever acts on a purchase (the fulfilment worker's claim, the
         // webhook dispatcher's claim) commits synchronously before it acts, which flushes it
@@ -1155,7 +1164,6 @@ impl Store for PgStore {
             match try_batch(&mut tx, batch, attempt > 0).await {
                 Ok(Some(results)) => {
                     tx.commit().await.map_err(db_err)?;
-                    self.durability_barrier().await?;
                     return Ok(results);
                 }
                 // A lost race (a key stored first, the balance spent, a deadlock between a

@@ -380,11 +380,20 @@ pub trait Store: WebhookStore + Send + Sync + std::fmt::Debug + 'static {
     /// Returns only once the outcome is durable.
     async fn create_purchases(&self, batch: &[NewPurchase]) -> StoreResult<Vec<PurchaseResult>>;
 
-    /// How many `create_purchases` batches the purchase writer should keep in flight at once.
-    /// SQLite has one writer at a time, so one (a bigger batch beats two smaller ones);
-    /// PostgreSQL overlaps one batch's WAL flush with the next batch's work.
-    fn purchase_writers(&self) -> usize {
-        1
+    /// [`Store::create_purchases`], except that it may return once the batch is committed but
+    /// before it is durable. The caller must not tell anyone about the outcome before
+    /// [`Store::sync`] has returned. (The purchase writer uses this to start its next batch
+    /// while this one's WAL flush is under way.)
+    async fn create_purchases_unsynced(
+        &self,
+        batch: &[NewPurchase],
+    ) -> StoreResult<Vec<PurchaseResult>> {
+        self.create_purchases(batch).await
+    }
+
+    /// Returns once every transaction this store has committed so far is durable.
+    async fn sync(&self) -> StoreResult<()> {
+        Ok(())
     }
 
     /// A purchase of this organisation and environment.
