@@ -118,6 +118,12 @@ impl PgStore {
             .map_err(|e| StoreError::Database(format!("bad PostgreSQL URL: {e}")))?;
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections.max(1))
+            // No ping before each use: it is a round trip, and on this machine under load a
+            // round trip cost about as much as a batch's statements (see
+            // docs/BENCHMARKS.md). A connection that died is found by the statement that
+            // uses it, which fails (a purchase batch's clients get an error and retry with
+            // their idempotency keys).
+            .test_before_acquire(false)
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(connect)
             .await
@@ -142,6 +148,14 @@ impl PgStore {
         &self,
     ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
         self.pool.begin().await.map_err(db_err)
+    }
+
+    /// A transaction opened by `begin`, a `BEGIN` followed by `SET LOCAL`s.
+    async fn begin_with(
+        &self,
+        begin: &'static str,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.pool.begin_with(begin).await.map_err(db_err)
     }
 
     /// Returns once every transaction this process has committed so far is durable.
@@ -393,13 +407,18 @@ fn purchase_from_row(row: &PgRow) -> StoreResult<PurchaseRecord> {
 /// were then planned at every execution instead, which cost about 2 ms of PostgreSQL's CPU
 /// per claim and a few hundred microseconds per batch. With sequential scans off, the
 /// generic plan is the index plan whatever the statistics say, and it is planned once per
-/// connection. (The setting is per transaction, `set_config(…, true)`; other queries are
-/// planned as usual.)
-const INDEX_LOOKUPS: &str = "SELECT set_config('enable_seqscan', 'off', true)";
+/// connection. (The setting is per transaction, `SET LOCAL`; other queries are planned as
+/// usual.) Sent with BEGIN in one round trip (`begin_with` uses the simple query protocol).
+const BEGIN_INDEX_LOOKUPS: &str = "BEGIN; SET LOCAL enable_seqscan = off";
+
+/// [`BEGIN_INDEX_LOOKUPS`] for a purchase batch, which also commits without waiting for its
+/// WAL flush (see `create_purchases_unsynced`).
+const BEGIN_PURCHASE_BATCH: &str =
+    "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL synchronous_commit = off";
 
 /// The existing purchases under a batch's keys, in one query.
 ///
-/// Runs in a transaction opened with [`INDEX_LOOKUPS`].
+/// Runs in a transaction opened with [`BEGIN_PURCHASE_BATCH`].
 async fn find_by_keys(
     conn: &mut PgConnection,
     batch: &[NewPurchase],
@@ -462,6 +481,178 @@ async fn read_balances(
     Ok(balances)
 }
 
+/// Data-modifying CTEs: `p` inserting the purchase rows bound by [`bind_purchase_rows`] ($1
+/// to $29), and `j` inserting the jobs of those the carrier must fulfil. With `skip_stored`, a
+/// stored key is skipped (so a short `p` means a lost race); without, it fails the statement.
+fn insert_purchases_cte(skip_stored: bool) -> String {
+    let on_conflict = if skip_stored {
+        "ON CONFLICT (key_scope) DO NOTHING"
+    } else {
+        ""
+    };
+    format!(
+        "p AS (INSERT INTO purchases ({PURCHASE_COLUMNS}) SELECT * FROM UNNEST(\
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+    $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], \
+    $18::text[], $19::bigint[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::boolean[], \
+    $25::text[], $26::text[], $27::bigint[], $28::bigint[], $29::bigint[]) \
+    {on_conflict} RETURNING id, created_at, sandbox, status), \
+    j AS (INSERT INTO fulfilment_jobs (purchase_id, next_attempt_at) \
+    SELECT id, created_at FROM p WHERE NOT sandbox AND status IN ('PENDING', 'PROCESSING'))"
+    )
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds $1 to $29 of [`insert_purchases_cte`]: one array per column.
+fn bind_purchase_rows<'q>(q: PgQuery<'q>, rs: &[&PurchaseRecord]) -> PgQuery<'q> {
+    let col = |f: fn(&PurchaseRecord) -> String| rs.iter().map(|r| f(r)).collect::<Vec<String>>();
+    let int = |f: fn(&PurchaseRecord) -> i64| rs.iter().map(|r| f(r)).collect::<Vec<i64>>();
+    let opt = |f: fn(&PurchaseRecord) -> Option<String>| {
+        rs.iter().map(|r| f(r)).collect::<Vec<Option<String>>>()
+    };
+    q.bind(col(|r| r.id.clone()))
+        .bind(col(|r| r.org_id.clone()))
+        .bind(col(|r| r.environment.as_str().to_string()))
+        .bind(col(|r| r.idempotency_key.clone()))
+        .bind(col(|r| r.request_hash.clone()))
+        .bind(col(|r| r.status.as_str().to_string()))
+        .bind(col(|r| r.api_public_key.clone()))
+        .bind(col(|r| r.customer_id.clone()))
+        .bind(col(|r| r.sku_id.clone()))
+        .bind(col(|r| r.sku_name.clone()))
+        .bind(col(|r| r.carrier_name.clone()))
+        .bind(col(|r| r.sku_reference.clone()))
+        .bind(int(|r| r.amount.0))
+        .bind(col(|r| r.currency.as_str().to_string()))
+        .bind(col(|r| r.chain.clone()))
+        .bind(col(|r| r.token.clone()))
+        .bind(col(|r| r.wallet_address.clone()))
+        .bind(col(|r| r.fx_rate.clone()))
+        .bind(int(|r| r.base.0))
+        .bind(int(|r| r.markup.0))
+        .bind(int(|r| r.total.0))
+        .bind(opt(|r| r.org_markup.clone()))
+        .bind(col(|r| r.ledger_entry_id.clone()))
+        .bind(rs.iter().map(|r| r.sandbox).collect::<Vec<bool>>())
+        .bind(opt(|r| r.file_number.clone()))
+        .bind(opt(|r| r.error_message.clone()))
+        .bind(int(|r| r.created_at.unix_millis()))
+        .bind(int(|r| r.updated_at.unix_millis()))
+        .bind(
+            rs.iter()
+                .map(|r| r.confirmed_at.map(Timestamp::unix_millis))
+                .collect::<Vec<Option<i64>>>(),
+        )
+}
+
+/// The usual batch in one statement and one round trip: production purchases of one
+/// organisation, under keys that are new and distinct, that the balance covers. No
+/// transaction block (the statement is its own transaction, committed without waiting for
+/// its WAL flush), no reads, no plan: the purchase rows, their jobs, the debit and the ledger
+/// entries, each entry's balance computed from the balance the debit found.
+///
+/// `Ok(None)`: the batch is not of that kind, or the statement failed as a whole because it
+/// was not (a key already stored: unique violation; the balance too low: CHECK violation;
+/// no balance row: NOT NULL violation on the entries' balances). Nothing was written then,
+/// and the caller decides the batch purchase by purchase (`try_batch`).
+async fn try_one_statement(
+    pool: &PgPool,
+    batch: &[NewPurchase],
+) -> StoreResult<Option<Vec<PurchaseResult>>> {
+    let Some(first) = batch.first() else {
+        return Ok(None);
+    };
+    let org = first.record.org_id.as_str();
+    let mut keys = std::collections::HashSet::with_capacity(batch.len());
+    let eligible = batch.iter().all(|p| {
+        let r = &p.record;
+        !r.sandbox
+            && p.events.is_empty()
+            && r.org_id == org
+            && keys.insert((r.environment, r.idempotency_key.as_str()))
+    });
+    if !eligible {
+        return Ok(None);
+    }
+    let rs: Vec<&PurchaseRecord> = batch.iter().map(|p| &p.record).collect();
+    let mut spent = 0i64;
+    let spent_after: Vec<i64> = rs
+        .iter()
+        .map(|r| {
+            spent = spent.saturating_add(r.total.0);
+            spent
+        })
+        .collect();
+    // A stored key must fail the statement here.
+    static ONE_STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let insert = insert_purchases_cte(false);
+        format!(
+            "WITH async AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
+             {insert},
+             bal AS (
+                 UPDATE org_balances SET available_micros = available_micros - $31, updated_at = $32
+                 WHERE org_id = $30 RETURNING available_micros + $31 AS before),
+             l AS (
+                 INSERT INTO ledger_entries (id, org_id, kind, amount_micros, balance_after_micros, purchase_id, created_at)
+                 SELECT e.id, $30, 'purchase', e.amount, bal.before - e.spent, e.purchase_id, e.created_at
+                 FROM UNNEST($33::text[], $34::bigint[], $35::bigint[], $36::text[], $37::bigint[])
+                      WITH ORDINALITY AS e(id, amount, spent, purchase_id, created_at, n)
+                 LEFT JOIN bal ON true
+                 ORDER BY e.n
+                 RETURNING 1)
+             SELECT (SELECT v FROM async), (SELECT COUNT(*) FROM p), (SELECT COUNT(*) FROM l)"
+        )
+    });
+    let written = bind_purchase_rows(
+        sqlx::query(sqlx::AssertSqlSafe(ONE_STATEMENT.as_str())),
+        &rs,
+    )
+    .bind(org)
+    .bind(spent)
+    .bind(first.record.created_at.unix_millis())
+    .bind(
+        rs.iter()
+            .map(|r| r.ledger_entry_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rs.iter().map(|r| -r.total.0).collect::<Vec<_>>())
+    .bind(spent_after)
+    .bind(rs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+    .bind(
+        rs.iter()
+            .map(|r| r.created_at.unix_millis())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_one(pool)
+    .await;
+    let row = match written {
+        Ok(row) => row,
+        Err(sqlx::Error::Database(d))
+            if matches!(d.code().as_deref(), Some("23505" | "23514" | "23502")) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(db_err(e)),
+    };
+    let purchases: i64 = row.try_get(1).map_err(db_err)?;
+    let entries: i64 = row.try_get(2).map_err(db_err)?;
+    if purchases != rs.len() as i64 || entries != rs.len() as i64 {
+        // Cannot happen (a skipped key or a missing balance fails the statement); were it to,
+        // what was written would be inconsistent, so say so rather than answer.
+        return Err(StoreError::Corrupt(format!(
+            "one-statement batch wrote {purchases} purchases and {entries} entries for {}",
+            rs.len()
+        )));
+    }
+    Ok(Some(
+        batch
+            .iter()
+            .map(|p| PurchaseResult::Created(p.record.clone()))
+            .collect(),
+    ))
+}
+
 /// One attempt at a batch. `Ok(None)`: a concurrent transaction got in the way (it stored
 /// one of the batch's keys first, or spent the balance the plan counted on); the caller rolls
 /// back and tries again, with `lock_first`, and then sees a replay or the new balance.
@@ -501,64 +692,9 @@ async fn try_batch(
         .map(|a| (&batch[a.index].record, a.balance_after))
         .collect();
     let rs: Vec<&PurchaseRecord> = accepted.iter().map(|(r, _)| *r).collect();
-    let col = |f: fn(&PurchaseRecord) -> String| rs.iter().map(|r| f(r)).collect::<Vec<String>>();
-    let int = |f: fn(&PurchaseRecord) -> i64| rs.iter().map(|r| f(r)).collect::<Vec<i64>>();
-    let opt = |f: fn(&PurchaseRecord) -> Option<String>| {
-        rs.iter().map(|r| f(r)).collect::<Vec<Option<String>>>()
-    };
-    // The purchase rows and, for those the carrier must fulfil, their jobs: one statement.
-    let sql = sqlx::AssertSqlSafe(format!(
-        "WITH p AS (INSERT INTO purchases ({PURCHASE_COLUMNS}) SELECT * FROM UNNEST(\
-         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
-         $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], \
-         $18::text[], $19::bigint[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::boolean[], \
-         $25::text[], $26::text[], $27::bigint[], $28::bigint[], $29::bigint[]) \
-         ON CONFLICT (key_scope) DO NOTHING RETURNING id, created_at, sandbox, status), \
-         j AS (INSERT INTO fulfilment_jobs (purchase_id, next_attempt_at) \
-               SELECT id, created_at FROM p WHERE NOT sandbox AND status IN ('PENDING', 'PROCESSING')) \
-         SELECT id FROM p"
-    ));
-    let inserted = sqlx::query(sql)
-        .bind(col(|r| r.id.clone()))
-        .bind(col(|r| r.org_id.clone()))
-        .bind(col(|r| r.environment.as_str().to_string()))
-        .bind(col(|r| r.idempotency_key.clone()))
-        .bind(col(|r| r.request_hash.clone()))
-        .bind(col(|r| r.status.as_str().to_string()))
-        .bind(col(|r| r.api_public_key.clone()))
-        .bind(col(|r| r.customer_id.clone()))
-        .bind(col(|r| r.sku_id.clone()))
-        .bind(col(|r| r.sku_name.clone()))
-        .bind(col(|r| r.carrier_name.clone()))
-        .bind(col(|r| r.sku_reference.clone()))
-        .bind(int(|r| r.amount.0))
-        .bind(col(|r| r.currency.as_str().to_string()))
-        .bind(col(|r| r.chain.clone()))
-        .bind(col(|r| r.token.clone()))
-        .bind(col(|r| r.wallet_address.clone()))
-        .bind(col(|r| r.fx_rate.clone()))
-        .bind(int(|r| r.base.0))
-        .bind(int(|r| r.markup.0))
-        .bind(int(|r| r.total.0))
-        .bind(opt(|r| r.org_markup.clone()))
-        .bind(col(|r| r.ledger_entry_id.clone()))
-        .bind(rs.iter().map(|r| r.sandbox).collect::<Vec<bool>>())
-        .bind(opt(|r| r.file_number.clone()))
-        .bind(opt(|r| r.error_message.clone()))
-        .bind(int(|r| r.created_at.unix_millis()))
-        .bind(int(|r| r.updated_at.unix_millis()))
-        .bind(
-            rs.iter()
-                .map(|r| r.confirmed_at.map(Timestamp::unix_millis))
-                .collect::<Vec<Option<i64>>>(),
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    if inserted.len() != rs.len() {
-        return Ok(None);
-    }
 
+    // Events first (only sandbox purchases have them at creation), so that the balance row
+    // is still the last thing locked.
     let events: Vec<EventRow> = plan
         .accepted
         .iter()
@@ -575,13 +711,11 @@ async fn try_batch(
         .collect();
     insert_events(conn, &events).await?;
 
-    if plan.balances.is_empty() {
-        return Ok(Some(plan.results));
-    }
-    // One organisation (the usual batch) and not locked yet: lock, move and record in one
-    // statement, so the row is held for one round trip plus COMMIT. The entries' balances
-    // are computed from the balance the UPDATE found; if it no longer covers the batch, the
-    // balance CHECK fails, the caller rolls back and runs the batch again, locking first.
+    // One organisation (the usual batch) and not locked yet: the purchase rows, their jobs,
+    // the balance's lock and debit and the ledger entries in one statement, so the row is
+    // held for that statement's end plus COMMIT. The entries' balances are computed from the
+    // balance the UPDATE found; if it no longer covers the batch, the balance CHECK fails,
+    // the caller rolls back and runs the batch again, locking first.
     if !lock_first
         && plan.balances.len() == 1
         && let Some((org, &after)) = plan.balances.iter().next()
@@ -589,31 +723,80 @@ async fn try_batch(
     {
         let debits: Vec<&(&PurchaseRecord, Option<i64>)> =
             accepted.iter().filter(|(_, b)| b.is_some()).collect();
-        let written = sqlx::query(
-            "WITH bal AS (
-                 UPDATE org_balances SET available_micros = available_micros - $2, updated_at = $3
-                 WHERE org_id = $1 RETURNING available_micros + $2 AS before
-             )
-             INSERT INTO ledger_entries (id, org_id, kind, amount_micros, balance_after_micros, purchase_id, created_at)
-             SELECT e.id, $1, 'purchase', e.amount, bal.before - e.spent, e.purchase_id, e.created_at
-             FROM bal, UNNEST($4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
-                  WITH ORDINALITY AS e(id, amount, spent, purchase_id, created_at, n)
-             ORDER BY e.n",
-        )
-        .bind(org)
-        .bind(before - after)
-        .bind(now)
-        .bind(debits.iter().map(|(r, _)| r.ledger_entry_id.as_str()).collect::<Vec<_>>())
-        .bind(debits.iter().map(|(r, _)| -r.total.0).collect::<Vec<_>>())
-        .bind(debits.iter().map(|(_, b)| before - b.unwrap_or_default()).collect::<Vec<_>>())
-        .bind(debits.iter().map(|(r, _)| r.id.as_str()).collect::<Vec<_>>())
-        .bind(debits.iter().map(|(r, _)| r.created_at.unix_millis()).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-        if written.rows_affected() != debits.len() as u64 {
-            return Ok(None); // the organisation's balance row is gone
+        static ONE_ORG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH {},
+                 bal AS (
+                     UPDATE org_balances SET available_micros = available_micros - $31, updated_at = $32
+                     WHERE org_id = $30 RETURNING available_micros + $31 AS before),
+                 l AS (
+                     INSERT INTO ledger_entries (id, org_id, kind, amount_micros, balance_after_micros, purchase_id, created_at)
+                     SELECT e.id, $30, 'purchase', e.amount, bal.before - e.spent, e.purchase_id, e.created_at
+                     FROM bal, UNNEST($33::text[], $34::bigint[], $35::bigint[], $36::text[], $37::bigint[])
+                          WITH ORDINALITY AS e(id, amount, spent, purchase_id, created_at, n)
+                     ORDER BY e.n
+                     RETURNING 1)
+                 SELECT (SELECT COUNT(*) FROM p), (SELECT COUNT(*) FROM l)",
+                insert_purchases_cte(true)
+            )
+        });
+        let row = bind_purchase_rows(sqlx::query(sqlx::AssertSqlSafe(ONE_ORG.as_str())), &rs)
+            .bind(org)
+            .bind(before - after)
+            .bind(now)
+            .bind(
+                debits
+                    .iter()
+                    .map(|(r, _)| r.ledger_entry_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(debits.iter().map(|(r, _)| -r.total.0).collect::<Vec<_>>())
+            .bind(
+                debits
+                    .iter()
+                    .map(|(_, b)| before - b.unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                debits
+                    .iter()
+                    .map(|(r, _)| r.id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                debits
+                    .iter()
+                    .map(|(r, _)| r.created_at.unix_millis())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let purchases: i64 = row.try_get(0).map_err(db_err)?;
+        let entries: i64 = row.try_get(1).map_err(db_err)?;
+        if purchases != rs.len() as i64 || entries != debits.len() as i64 {
+            // A key stored first by a concurrent batch, or the balance row is gone.
+            return Ok(None);
         }
+        return Ok(Some(plan.results));
+    }
+
+    // Otherwise: the purchase rows and jobs, then the balances, locked in org order.
+    static PURCHASES_ONLY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("WITH {} SELECT COUNT(*) FROM p", insert_purchases_cte(true))
+    });
+    let inserted: i64 = bind_purchase_rows(
+        sqlx::query(sqlx::AssertSqlSafe(PURCHASES_ONLY.as_str())),
+        &rs,
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .and_then(|r| r.try_get(0))
+    .map_err(db_err)?;
+    if inserted != rs.len() as i64 {
+        return Ok(None);
+    }
+    if plan.balances.is_empty() {
         return Ok(Some(plan.results));
     }
     // The balances, locked now (again, if they were locked first: a no-op then).
@@ -1141,6 +1324,9 @@ impl Store for PgStore {
         &self,
         batch: &[NewPurchase],
     ) -> StoreResult<Vec<PurchaseResult>> {
+        if let Some(results) = try_one_statement(&self.pool, batch).await? {
+            return Ok(results);
+        }
         // A concurrent transaction can store one of our keys between our read and our insert;
         // then the whole batch is rolled back and planned again (it then sees a replay).
         //
@@ -1153,14 +1339,7 @@ impl Store for PgStore {
         // webhook dispatcher's claim) commits synchronously before it acts, which flushes it
         // the same way.
         for attempt in 0..8 {
-            let mut tx = self.begin_write().await?;
-            sqlx::query(
-                "SELECT set_config('synchronous_commit', 'off', true),
-                        set_config('enable_seqscan', 'off', true)",
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+            let mut tx = self.begin_with(BEGIN_PURCHASE_BATCH).await?;
             match try_batch(&mut tx, batch, attempt > 0).await {
                 Ok(Some(results)) => {
                     tx.commit().await.map_err(db_err)?;
@@ -1257,11 +1436,7 @@ impl Store for PgStore {
         limit: u32,
     ) -> StoreResult<Vec<ClaimedJob>> {
         static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(claim_sql);
-        let mut tx = self.begin_write().await?;
-        sqlx::query(INDEX_LOOKUPS)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_with(BEGIN_INDEX_LOOKUPS).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(CLAIM.as_str()))
             .bind(owner)
             .bind(now.unix_millis().saturating_add(lease_ms))
@@ -1293,11 +1468,7 @@ impl Store for PgStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin_write().await?;
-        sqlx::query(INDEX_LOOKUPS)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let mut tx = self.begin_with(BEGIN_INDEX_LOOKUPS).await?;
         // 1. Release the jobs this worker still holds; the others changed hands.
         let ids: Vec<&str> = batch.iter().map(|f| f.purchase_id.as_str()).collect();
         let owners: Vec<&str> = batch.iter().map(|f| f.owner.as_str()).collect();

@@ -35,6 +35,7 @@ macro_rules! conformance_suite {
             the_issuer_key_is_chosen_once,
             purchases_debit_once_replay_by_key_and_store_nothing_when_refused,
             a_batch_gives_each_purchase_its_own_outcome,
+            a_batch_that_cannot_be_written_whole_is_decided_one_by_one,
             concurrent_duplicates_create_one_purchase_per_key,
             concurrent_purchases_never_overdraw,
             concurrent_batches_share_one_balance_exactly,
@@ -738,6 +739,58 @@ pub async fn a_batch_gives_each_purchase_its_own_outcome(store: Arc<dyn Store>) 
     );
     assert_eq!(store.balance(&o.id).await.expect("balance"), UsdMicros(0));
     assert_eq!(audit_ledger(&*store, &o.id).await.len(), 3);
+}
+
+/// Batches of distinct keys of one organisation (the kind a backend may write in one go),
+/// each with one purchase that cannot be written as it stands: a stored key, then a balance
+/// that covers only part of the batch.
+pub async fn a_batch_that_cannot_be_written_whole_is_decided_one_by_one(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "whole", 1_000).await;
+    let a = purchase("w1", &o.id, Environment::Prod, "k1", 300);
+    assert_eq!(
+        store.create_purchases(&[a.clone()]).await.expect("first"),
+        vec![PurchaseResult::Created(a.record.clone())]
+    );
+    let b = purchase("w2", &o.id, Environment::Prod, "k2", 200);
+    let again = purchase("w3", &o.id, Environment::Prod, "k1", 300);
+    let c = purchase("w4", &o.id, Environment::Prod, "k3", 200);
+    assert_eq!(
+        store
+            .create_purchases(&[b.clone(), again, c.clone()])
+            .await
+            .expect("stored key"),
+        vec![
+            PurchaseResult::Created(b.record),
+            PurchaseResult::Replayed(a.record),
+            PurchaseResult::Created(c.record),
+        ]
+    );
+    assert_eq!(store.balance(&o.id).await.expect("balance"), UsdMicros(300));
+    let d = purchase("w5", &o.id, Environment::Prod, "k4", 200);
+    let e = purchase("w6", &o.id, Environment::Prod, "k5", 200);
+    let f = purchase("w7", &o.id, Environment::Prod, "k6", 100);
+    assert_eq!(
+        store
+            .create_purchases(&[d.clone(), e, f.clone()])
+            .await
+            .expect("short balance"),
+        vec![
+            PurchaseResult::Created(d.record),
+            PurchaseResult::InsufficientBalance,
+            PurchaseResult::Created(f.record),
+        ]
+    );
+    assert_eq!(store.balance(&o.id).await.expect("balance"), UsdMicros(0));
+    let entries = audit_ledger(&*store, &o.id).await;
+    assert_eq!(entries.len(), 6, "top-up and five debits");
+    assert!(
+        store
+            .get_purchase(&o.id, Environment::Prod, "w6")
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing stored for the refused purchase"
+    );
 }
 
 pub async fn concurrent_duplicates_create_one_purchase_per_key(store: Arc<dyn Store>) {
