@@ -1198,43 +1198,48 @@ impl Store for SqliteStore {
             let attempt: i64 = row.try_get(1).map_err(db_err)?;
             attempts.push((id, attempt));
         }
-        let mut jobs = Vec::with_capacity(attempts.len());
-        if !attempts.is_empty() {
-            let ids = json!(attempts.iter().map(|(id, _)| id).collect::<Vec<_>>()).to_string();
-            sqlx::query(
-                "UPDATE purchases SET status = 'PROCESSING', updated_at = ?
-                 WHERE id IN (SELECT value FROM json_each(?)) AND status = 'PENDING'",
-            )
-            .bind(now.unix_millis())
+        if attempts.is_empty() {
+            tx.commit().await.map_err(db_err)?;
+            return Ok(Vec::new());
+        }
+        let ids = json!(attempts.iter().map(|(id, _)| id).collect::<Vec<_>>()).to_string();
+        sqlx::query(
+            "UPDATE purchases SET status = 'PROCESSING', updated_at = ?
+             WHERE id IN (SELECT value FROM json_each(?)) AND status = 'PENDING'",
+        )
+        .bind(now.unix_millis())
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        // The purchases are read after the commit, without holding the write lock: while
+        // this worker holds their jobs' leases nothing else changes them.
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id IN (SELECT value FROM json_each(?))"
+        ));
+        let mut found = HashMap::with_capacity(attempts.len());
+        for row in sqlx::query(sql)
             .bind(&ids)
-            .execute(&mut *tx)
+            .fetch_all(&self.pool)
             .await
-            .map_err(db_err)?;
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id IN (SELECT value FROM json_each(?))"
-            ));
-            let mut found = HashMap::with_capacity(attempts.len());
-            for row in sqlx::query(sql)
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_err)?
-            {
-                let p = purchase_from_row(&row)?;
-                found.insert(p.id.clone(), p);
-            }
-            for (id, attempt) in attempts {
+            .map_err(db_err)?
+        {
+            let p = purchase_from_row(&row)?;
+            found.insert(p.id.clone(), p);
+        }
+        attempts
+            .into_iter()
+            .map(|(id, attempt)| {
                 let purchase = found.remove(&id).ok_or_else(|| {
                     StoreError::Corrupt(format!("fulfilment job {id} has no purchase"))
                 })?;
-                jobs.push(ClaimedJob {
+                Ok(ClaimedJob {
                     purchase,
                     attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-                });
-            }
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(jobs)
+                })
+            })
+            .collect()
     }
 
     async fn finish_purchase(&self, f: &FinishPurchase) -> StoreResult<bool> {
