@@ -164,6 +164,10 @@ impl WriteTx {
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
     }
+
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
 }
 
 impl std::ops::Deref for WriteTx {
@@ -603,6 +607,71 @@ async fn write_accepted(
         .map_err(db_err)?;
     }
     insert_events(conn, events).await
+}
+
+/// The usual batch without reads: production purchases of one organisation, under keys that
+/// are new and distinct, that the balance covers. The debit goes first (its RETURNING gives
+/// the balance every ledger entry is computed from), then the entries, purchase rows and
+/// jobs. `Ok(None)`: the batch is not of that kind, or a statement found it was not (a key
+/// already stored: unique violation; the balance too low: CHECK violation; no balance row);
+/// the caller then rolls the transaction back and decides the batch purchase by purchase.
+async fn try_one_pass(
+    conn: &mut SqliteConnection,
+    batch: &[NewPurchase],
+) -> StoreResult<Option<Vec<PurchaseResult>>> {
+    let Some(first) = batch.first() else {
+        return Ok(None);
+    };
+    let org = first.record.org_id.as_str();
+    let mut keys = HashSet::with_capacity(batch.len());
+    let eligible = batch.iter().all(|p| {
+        let r = &p.record;
+        !r.sandbox
+            && p.events.is_empty()
+            && r.org_id == org
+            && keys.insert((r.environment, r.idempotency_key.as_str()))
+    });
+    if !eligible {
+        return Ok(None);
+    }
+    let spent: i64 = batch.iter().map(|p| p.record.total.0).sum();
+    let debited = sqlx::query(
+        "UPDATE org_balances SET available_micros = available_micros - ?, updated_at = ?
+         WHERE org_id = ? RETURNING available_micros",
+    )
+    .bind(spent)
+    .bind(first.record.created_at.unix_millis())
+    .bind(org)
+    .fetch_optional(&mut *conn)
+    .await;
+    let after_all: i64 = match debited {
+        Ok(Some(row)) => row.try_get(0).map_err(db_err)?,
+        Ok(None) => return Ok(None),
+        Err(sqlx::Error::Database(d)) if d.is_check_violation() => return Ok(None),
+        Err(e) => return Err(db_err(e)),
+    };
+    let mut balance = after_all + spent;
+    let accepted: Vec<batch::Accepted> = batch
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            balance -= p.record.total.0;
+            batch::Accepted {
+                index,
+                balance_after: Some(balance),
+            }
+        })
+        .collect();
+    match write_accepted(conn, batch, &accepted).await {
+        Ok(()) => Ok(Some(
+            batch
+                .iter()
+                .map(|p| PurchaseResult::Created(p.record.clone()))
+                .collect(),
+        )),
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Claims due jobs: the single SQLite writer makes the select-then-update atomic.
@@ -1057,6 +1126,13 @@ impl Store for SqliteStore {
     }
 
     async fn create_purchases(&self, batch: &[NewPurchase]) -> StoreResult<Vec<PurchaseResult>> {
+        // The usual batch first, written without reading anything (see `try_one_pass`).
+        let mut tx = self.begin_write().await?;
+        if let Some(results) = try_one_pass(&mut tx, batch).await? {
+            tx.commit().await.map_err(db_err)?;
+            return Ok(results);
+        }
+        tx.rollback().await.map_err(db_err)?;
         // BEGIN IMMEDIATE: this is the only writer until commit, so what is read below cannot
         // change before the plan is written.
         let mut tx = self.begin_write().await?;
