@@ -748,7 +748,10 @@ pub async fn a_batch_that_cannot_be_written_whole_is_decided_one_by_one(store: A
     let o = funded_org(&*store, "whole", 1_000).await;
     let a = purchase("w1", &o.id, Environment::Prod, "k1", 300);
     assert_eq!(
-        store.create_purchases(&[a.clone()]).await.expect("first"),
+        store
+            .create_purchases(std::slice::from_ref(&a))
+            .await
+            .expect("first"),
         vec![PurchaseResult::Created(a.record.clone())]
     );
     let b = purchase("w2", &o.id, Environment::Prod, "k2", 200);
