@@ -554,8 +554,9 @@ fn bind_purchase_rows<'q>(q: PgQuery<'q>, rs: &[&PurchaseRecord]) -> PgQuery<'q>
 ///
 /// `Ok(None)`: the batch is not of that kind, or the statement failed as a whole because it
 /// was not (a key already stored: unique violation; the balance too low: CHECK violation;
-/// no balance row: NOT NULL violation on the entries' balances). Nothing was written then,
-/// and the caller decides the batch purchase by purchase (`try_batch`).
+/// no balance row: NOT NULL violation on the entries' balances; or it lost a deadlock).
+/// Nothing was written then, and the caller decides the batch purchase by purchase
+/// (`try_batch`).
 async fn try_one_statement(
     pool: &PgPool,
     batch: &[NewPurchase],
@@ -628,8 +629,13 @@ async fn try_one_statement(
     .await;
     let row = match written {
         Ok(row) => row,
+        // Also a deadlock or serialization failure (two processes' batches inserting shared
+        // keys in opposite orders): the planned path retries and then sees replays.
         Err(sqlx::Error::Database(d))
-            if matches!(d.code().as_deref(), Some("23505" | "23514" | "23502")) =>
+            if matches!(
+                d.code().as_deref(),
+                Some("23505" | "23514" | "23502" | "40P01" | "40001")
+            ) =>
         {
             return Ok(None);
         }

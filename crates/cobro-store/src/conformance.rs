@@ -36,6 +36,7 @@ macro_rules! conformance_suite {
             purchases_debit_once_replay_by_key_and_store_nothing_when_refused,
             a_batch_gives_each_purchase_its_own_outcome,
             a_batch_that_cannot_be_written_whole_is_decided_one_by_one,
+            batches_sharing_keys_in_opposite_orders_each_create_once,
             concurrent_duplicates_create_one_purchase_per_key,
             concurrent_purchases_never_overdraw,
             concurrent_batches_share_one_balance_exactly,
@@ -794,6 +795,57 @@ pub async fn a_batch_that_cannot_be_written_whole_is_decided_one_by_one(store: A
             .is_none(),
         "nothing stored for the refused purchase"
     );
+}
+
+/// Two batches with the same new keys in opposite orders, at once, twenty times: whatever
+/// locks they meet (a deadlock on PostgreSQL's unique index, resolved by aborting one), each
+/// key is created once and replayed once, and neither batch fails.
+pub async fn batches_sharing_keys_in_opposite_orders_each_create_once(store: Arc<dyn Store>) {
+    let o = funded_org(&*store, "cross", 100_000_000).await;
+    for round in 0..20 {
+        let forward: Vec<NewPurchase> = (0..6)
+            .map(|k| {
+                purchase(
+                    &format!("x{round}-{k}-f"),
+                    &o.id,
+                    Environment::Prod,
+                    &format!("cross-{round}-{k}"),
+                    1_000,
+                )
+            })
+            .collect();
+        let backward: Vec<NewPurchase> = (0..6)
+            .rev()
+            .map(|k| {
+                purchase(
+                    &format!("x{round}-{k}-b"),
+                    &o.id,
+                    Environment::Prod,
+                    &format!("cross-{round}-{k}"),
+                    1_000,
+                )
+            })
+            .collect();
+        let (s1, s2) = (store.clone(), store.clone());
+        let a = tokio::spawn(async move { s1.create_purchases(&forward).await });
+        let b = tokio::spawn(async move { s2.create_purchases(&backward).await });
+        let mut outcomes = a.await.expect("task").expect("forward batch");
+        outcomes.extend(b.await.expect("task").expect("backward batch"));
+        let created = outcomes
+            .iter()
+            .filter(|r| matches!(r, PurchaseResult::Created(_)))
+            .count();
+        let replayed = outcomes
+            .iter()
+            .filter(|r| matches!(r, PurchaseResult::Replayed(_)))
+            .count();
+        assert_eq!((created, replayed), (6, 6), "round {round}: {outcomes:?}");
+    }
+    assert_eq!(
+        store.balance(&o.id).await.expect("balance"),
+        UsdMicros(100_000_000 - 20 * 6 * 1_000)
+    );
+    audit_ledger(&*store, &o.id).await;
 }
 
 pub async fn concurrent_duplicates_create_one_purchase_per_key(store: Arc<dyn Store>) {
