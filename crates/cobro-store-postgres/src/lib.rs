@@ -502,6 +502,23 @@ fn insert_purchases_cte(skip_stored: bool) -> String {
     )
 }
 
+/// CTEs `bal`, debiting organisation $30 by $31 at $32, and `l`, its ledger entries (ids $33,
+/// amounts $34, cumulative spend $35, purchases $36, times $37), each entry's balance computed
+/// from the balance the debit found. Without a balance row the entries' balances are NULL,
+/// which fails the statement (NOT NULL); a balance that does not cover the debit fails its
+/// CHECK.
+const DEBIT_CTES: &str = "bal AS (
+        UPDATE org_balances SET available_micros = available_micros - $31, updated_at = $32
+        WHERE org_id = $30 RETURNING available_micros + $31 AS before),
+    l AS (
+        INSERT INTO ledger_entries (id, org_id, kind, amount_micros, balance_after_micros, purchase_id, created_at)
+        SELECT e.id, $30, 'purchase', e.amount, bal.before - e.spent, e.purchase_id, e.created_at
+        FROM UNNEST($33::text[], $34::bigint[], $35::bigint[], $36::text[], $37::bigint[])
+             WITH ORDINALITY AS e(id, amount, spent, purchase_id, created_at, n)
+        LEFT JOIN bal ON true
+        ORDER BY e.n
+        RETURNING 1)";
+
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Binds $1 to $29 of [`insert_purchases_cte`]: one array per column.
@@ -561,21 +578,9 @@ async fn try_one_statement(
     pool: &PgPool,
     batch: &[NewPurchase],
 ) -> StoreResult<Option<Vec<PurchaseResult>>> {
-    let Some(first) = batch.first() else {
+    let (Some(org), Some(first)) = (batch::single_payer(batch), batch.first()) else {
         return Ok(None);
     };
-    let org = first.record.org_id.as_str();
-    let mut keys = std::collections::HashSet::with_capacity(batch.len());
-    let eligible = batch.iter().all(|p| {
-        let r = &p.record;
-        !r.sandbox
-            && p.events.is_empty()
-            && r.org_id == org
-            && keys.insert((r.environment, r.idempotency_key.as_str()))
-    });
-    if !eligible {
-        return Ok(None);
-    }
     let rs: Vec<&PurchaseRecord> = batch.iter().map(|p| &p.record).collect();
     let mut spent = 0i64;
     let spent_after: Vec<i64> = rs
@@ -591,17 +596,7 @@ async fn try_one_statement(
         format!(
             "WITH async AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
              {insert},
-             bal AS (
-                 UPDATE org_balances SET available_micros = available_micros - $31, updated_at = $32
-                 WHERE org_id = $30 RETURNING available_micros + $31 AS before),
-             l AS (
-                 INSERT INTO ledger_entries (id, org_id, kind, amount_micros, balance_after_micros, purchase_id, created_at)
-                 SELECT e.id, $30, 'purchase', e.amount, bal.before - e.spent, e.purchase_id, e.created_at
-                 FROM UNNEST($33::text[], $34::bigint[], $35::bigint[], $36::text[], $37::bigint[])
-                      WITH ORDINALITY AS e(id, amount, spent, purchase_id, created_at, n)
-                 LEFT JOIN bal ON true
-                 ORDER BY e.n
-                 RETURNING 1)
+             {DEBIT_CTES}
              SELECT (SELECT v FROM async), (SELECT COUNT(*) FROM p), (SELECT COUNT(*) FROM l)"
         )
     });
@@ -677,13 +672,7 @@ async fn try_batch(
     lock_first: bool,
 ) -> StoreResult<Option<Vec<PurchaseResult>>> {
     let existing = find_by_keys(conn, batch).await?;
-    let mut payers: Vec<&str> = batch
-        .iter()
-        .filter(|p| !p.record.sandbox)
-        .map(|p| p.record.org_id.as_str())
-        .collect();
-    payers.sort_unstable();
-    payers.dedup();
+    let payers = batch::payers(batch);
     let planned_from = read_balances(conn, &payers, lock_first).await?;
     let plan = batch::plan(batch, existing, planned_from.clone());
     if plan.accepted.is_empty() {
@@ -732,16 +721,7 @@ async fn try_batch(
         static ONE_ORG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
                 "WITH {},
-                 bal AS (
-                     UPDATE org_balances SET available_micros = available_micros - $31, updated_at = $32
-                     WHERE org_id = $30 RETURNING available_micros + $31 AS before),
-                 l AS (
-                     INSERT INTO ledger_entries (id, org_id, kind, amount_micros, balance_after_micros, purchase_id, created_at)
-                     SELECT e.id, $30, 'purchase', e.amount, bal.before - e.spent, e.purchase_id, e.created_at
-                     FROM bal, UNNEST($33::text[], $34::bigint[], $35::bigint[], $36::text[], $37::bigint[])
-                          WITH ORDINALITY AS e(id, amount, spent, purchase_id, created_at, n)
-                     ORDER BY e.n
-                     RETURNING 1)
+                 {DEBIT_CTES}
                  SELECT (SELECT COUNT(*) FROM p), (SELECT COUNT(*) FROM l)",
                 insert_purchases_cte(true)
             )

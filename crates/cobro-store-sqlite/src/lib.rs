@@ -619,21 +619,9 @@ async fn try_one_pass(
     conn: &mut SqliteConnection,
     batch: &[NewPurchase],
 ) -> StoreResult<Option<Vec<PurchaseResult>>> {
-    let Some(first) = batch.first() else {
+    let (Some(org), Some(first)) = (batch::single_payer(batch), batch.first()) else {
         return Ok(None);
     };
-    let org = first.record.org_id.as_str();
-    let mut keys = HashSet::with_capacity(batch.len());
-    let eligible = batch.iter().all(|p| {
-        let r = &p.record;
-        !r.sandbox
-            && p.events.is_empty()
-            && r.org_id == org
-            && keys.insert((r.environment, r.idempotency_key.as_str()))
-    });
-    if !eligible {
-        return Ok(None);
-    }
     let spent: i64 = batch.iter().map(|p| p.record.total.0).sum();
     let debited = sqlx::query(
         "UPDATE org_balances SET available_micros = available_micros - ?, updated_at = ?
@@ -1137,13 +1125,7 @@ impl Store for SqliteStore {
         // change before the plan is written.
         let mut tx = self.begin_write().await?;
         let existing = find_by_keys(&mut tx, batch).await?;
-        let mut payers: Vec<&str> = batch
-            .iter()
-            .filter(|p| !p.record.sandbox)
-            .map(|p| p.record.org_id.as_str())
-            .collect();
-        payers.sort_unstable();
-        payers.dedup();
+        let payers = batch::payers(batch);
         let mut balances = HashMap::with_capacity(payers.len());
         if !payers.is_empty() {
             let rows = sqlx::query(

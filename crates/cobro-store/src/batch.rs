@@ -93,6 +93,37 @@ pub fn plan(
     }
 }
 
+/// The organisations a batch would debit (those of its production purchases), sorted, once
+/// each: the balances to read (and to lock in this order).
+pub fn payers(batch: &[NewPurchase]) -> Vec<&str> {
+    let mut payers: Vec<&str> = batch
+        .iter()
+        .filter(|p| !p.record.sandbox)
+        .map(|p| p.record.org_id.as_str())
+        .collect();
+    payers.sort_unstable();
+    payers.dedup();
+    payers
+}
+
+/// The organisation of a batch that a backend may write without reading first: production
+/// purchases of one organisation, with no events, under distinct keys. Whether the keys are
+/// new and the balance covers them is for the write to find out (and undo if not).
+pub fn single_payer(batch: &[NewPurchase]) -> Option<&str> {
+    let org = batch.first()?.record.org_id.as_str();
+    let mut keys = std::collections::HashSet::with_capacity(batch.len());
+    batch
+        .iter()
+        .all(|p| {
+            let r = &p.record;
+            !r.sandbox
+                && p.events.is_empty()
+                && r.org_id == org
+                && keys.insert((r.environment, r.idempotency_key.as_str()))
+        })
+        .then_some(org)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +168,23 @@ mod tests {
             },
             events: vec![],
         }
+    }
+
+    #[test]
+    fn only_production_batches_of_one_payer_and_distinct_keys_skip_the_reads() {
+        let plain = [p("a", "h1", 60, false), p("b", "h1", 60, false)];
+        assert_eq!(single_payer(&plain), Some("org"));
+        assert_eq!(payers(&plain), vec!["org"]);
+        let repeated = [p("a", "h1", 60, false), p("a", "h2", 60, false)];
+        assert_eq!(single_payer(&repeated), None);
+        let sandbox = [p("a", "h1", 60, false), p("d", "h1", 60, true)];
+        assert_eq!(single_payer(&sandbox), None);
+        let mut other = p("c", "h1", 60, false);
+        other.record.org_id = "org2".into();
+        let two = [p("a", "h1", 60, false), other];
+        assert_eq!(single_payer(&two), None);
+        assert_eq!(payers(&two), vec!["org", "org2"]);
+        assert_eq!(single_payer(&[]), None);
     }
 
     #[test]
