@@ -521,8 +521,18 @@ const DEBIT_CTES: &str = "bal AS (
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-/// Binds $1 to $29 of [`insert_purchases_cte`]: one array per column.
+/// Binds $1 to $29 of [`insert_purchases_cte`]: one array per column, the rows in key order,
+/// so that two batches sharing keys meet them in the same order (the later one waits for the
+/// earlier instead of deadlocking with it).
 fn bind_purchase_rows<'q>(q: PgQuery<'q>, rs: &[&PurchaseRecord]) -> PgQuery<'q> {
+    let mut rs = rs.to_vec();
+    rs.sort_unstable_by_key(|r| {
+        (
+            r.org_id.as_str(),
+            r.environment.as_str(),
+            r.idempotency_key.as_str(),
+        )
+    });
     let col = |f: fn(&PurchaseRecord) -> String| rs.iter().map(|r| f(r)).collect::<Vec<String>>();
     let int = |f: fn(&PurchaseRecord) -> i64| rs.iter().map(|r| f(r)).collect::<Vec<i64>>();
     let opt = |f: fn(&PurchaseRecord) -> Option<String>| {

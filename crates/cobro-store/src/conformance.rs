@@ -798,8 +798,9 @@ pub async fn a_batch_that_cannot_be_written_whole_is_decided_one_by_one(store: A
 }
 
 /// Two batches with the same new keys in opposite orders, at once, twenty times: whatever
-/// locks they meet (a deadlock on PostgreSQL's unique index, resolved by aborting one), each
-/// key is created once and replayed once, and neither batch fails.
+/// locks they meet (PostgreSQL inserts a batch's rows in key order, so the later batch waits
+/// for the earlier; were they to deadlock, the loser is decided one by one), each key is
+/// created once and replayed once, and neither batch fails.
 pub async fn batches_sharing_keys_in_opposite_orders_each_create_once(store: Arc<dyn Store>) {
     let o = funded_org(&*store, "cross", 100_000_000).await;
     for round in 0..20 {
