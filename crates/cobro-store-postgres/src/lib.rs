@@ -50,6 +50,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "purchase key index",
         include_str!("../migrations/0005_purchase_key_index.sql"),
     ),
+    (
+        6,
+        "route on write",
+        include_str!("../migrations/0006_route_on_write.sql"),
+    ),
+    (
+        7,
+        "hot path foreign keys",
+        include_str!("../migrations/0007_hot_path_foreign_keys.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -1740,5 +1750,41 @@ pub mod test_db {
                 "postgres://h/x?sslmode=disable"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod embedded_migrations {
+    /// Every file in `migrations/` is compiled in, under the version its name starts with (a
+    /// file left out would never be applied).
+    #[test]
+    fn every_migration_file_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<(i64, String)> = std::fs::read_dir(&dir)
+            .expect("migrations directory")
+            .map(|e| {
+                let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+                let version = name
+                    .split('_')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("a migration file name starts with its version");
+                (version, name)
+            })
+            .collect();
+        files.sort();
+        for (version, name) in &files {
+            let embedded = super::MIGRATIONS.iter().find(|(v, _, _)| v == version);
+            let Some((_, _, sql)) = embedded else {
+                panic!("{name} is not in MIGRATIONS");
+            };
+            let on_disk = std::fs::read_to_string(dir.join(name)).expect("read");
+            assert_eq!(*sql, on_disk, "{name} is embedded under another version");
+        }
+        assert_eq!(
+            super::MIGRATIONS.len(),
+            files.len(),
+            "no version without its file"
+        );
     }
 }
