@@ -1755,36 +1755,9 @@ pub mod test_db {
 
 #[cfg(test)]
 mod embedded_migrations {
-    /// Every file in `migrations/` is compiled in, under the version its name starts with (a
-    /// file left out would never be applied).
     #[test]
     fn every_migration_file_is_embedded() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-        let mut files: Vec<(i64, String)> = std::fs::read_dir(&dir)
-            .expect("migrations directory")
-            .map(|e| {
-                let name = e.expect("entry").file_name().to_string_lossy().into_owned();
-                let version = name
-                    .split('_')
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("a migration file name starts with its version");
-                (version, name)
-            })
-            .collect();
-        files.sort();
-        for (version, name) in &files {
-            let embedded = super::MIGRATIONS.iter().find(|(v, _, _)| v == version);
-            let Some((_, _, sql)) = embedded else {
-                panic!("{name} is not in MIGRATIONS");
-            };
-            let on_disk = std::fs::read_to_string(dir.join(name)).expect("read");
-            assert_eq!(*sql, on_disk, "{name} is embedded under another version");
-        }
-        assert_eq!(
-            super::MIGRATIONS.len(),
-            files.len(),
-            "no version without its file"
-        );
+        cobro_store::conformance::migration_files_are_embedded(&dir, super::MIGRATIONS);
     }
 }

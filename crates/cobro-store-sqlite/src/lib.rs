@@ -618,14 +618,16 @@ async fn write_accepted(
 /// The usual batch without reads: production purchases of one organisation, under keys that
 /// are new and distinct, that the balance covers. The debit goes first (its RETURNING gives
 /// the balance every ledger entry is computed from), then the entries, purchase rows and
-/// jobs. `Ok(None)`: the batch is not of that kind, or a statement found it was not (a key
-/// already stored: unique violation; the balance too low: CHECK violation; no balance row);
-/// the caller then rolls the transaction back and decides the batch purchase by purchase.
+/// jobs, for `org` (the batch's `batch::single_payer`). `Ok(None)`: a statement found the
+/// batch was not of that kind (a key already stored: unique violation; the balance too low:
+/// CHECK violation; no balance row); the caller then rolls the transaction back and decides
+/// the batch purchase by purchase.
 async fn try_one_pass(
     conn: &mut SqliteConnection,
     batch: &[NewPurchase],
+    org: &str,
 ) -> StoreResult<Option<Vec<PurchaseResult>>> {
-    let (Some(org), Some(first)) = (batch::single_payer(batch), batch.first()) else {
+    let Some(first) = batch.first() else {
         return Ok(None);
     };
     let spent: i64 = batch.iter().map(|p| p.record.total.0).sum();
@@ -1121,12 +1123,14 @@ impl Store for SqliteStore {
 
     async fn create_purchases(&self, batch: &[NewPurchase]) -> StoreResult<Vec<PurchaseResult>> {
         // The usual batch first, written without reading anything (see `try_one_pass`).
-        let mut tx = self.begin_write().await?;
-        if let Some(results) = try_one_pass(&mut tx, batch).await? {
-            tx.commit().await.map_err(db_err)?;
-            return Ok(results);
+        if let Some(org) = batch::single_payer(batch) {
+            let mut tx = self.begin_write().await?;
+            if let Some(results) = try_one_pass(&mut tx, batch, org).await? {
+                tx.commit().await.map_err(db_err)?;
+                return Ok(results);
+            }
+            tx.rollback().await.map_err(db_err)?;
         }
-        tx.rollback().await.map_err(db_err)?;
         // BEGIN IMMEDIATE: this is the only writer until commit, so what is read below cannot
         // change before the plan is written.
         let mut tx = self.begin_write().await?;
@@ -1400,36 +1404,9 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod embedded_migrations {
-    /// Every file in `migrations/` is compiled in, under the version its name starts with (a
-    /// file left out would never be applied).
     #[test]
     fn every_migration_file_is_embedded() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-        let mut files: Vec<(i64, String)> = std::fs::read_dir(&dir)
-            .expect("migrations directory")
-            .map(|e| {
-                let name = e.expect("entry").file_name().to_string_lossy().into_owned();
-                let version = name
-                    .split('_')
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("a migration file name starts with its version");
-                (version, name)
-            })
-            .collect();
-        files.sort();
-        for (version, name) in &files {
-            let embedded = super::MIGRATIONS.iter().find(|(v, _, _)| v == version);
-            let Some((_, _, sql)) = embedded else {
-                panic!("{name} is not in MIGRATIONS");
-            };
-            let on_disk = std::fs::read_to_string(dir.join(name)).expect("read");
-            assert_eq!(*sql, on_disk, "{name} is embedded under another version");
-        }
-        assert_eq!(
-            super::MIGRATIONS.len(),
-            files.len(),
-            "no version without its file"
-        );
+        cobro_store::conformance::migration_files_are_embedded(&dir, super::MIGRATIONS);
     }
 }

@@ -1492,7 +1492,7 @@ pub async fn events_route_once_to_each_matching_endpoint(store: Arc<dyn Store>) 
     );
 
     // Events are routed in the transaction that writes them: their deliveries are due at the
-    // events' time (1,000), and the router finds nothing left to do.
+    // events' time (1,000), and nothing is left unrouted.
     dev_events(&*store, &o.id, "route", 3).await;
     let backlog = store.webhook_backlog().await.expect("backlog");
     assert_eq!(backlog.pending, 6, "3 events x (all, completed)");
@@ -1938,4 +1938,31 @@ pub async fn x402_nonces_are_reserved_once_even_when_raced(store: Arc<dyn Store>
         payments.mark_settled("0x7777", "0x1", "0x1").await.is_err(),
         "unknown payment"
     );
+}
+
+/// Checks that every file in a backend's `migrations/` directory is compiled into its
+/// migrator (`embedded`: version, name, SQL), under the version its name starts with, and that
+/// no version lacks its file. A file left out would never be applied.
+pub fn migration_files_are_embedded(dir: &std::path::Path, embedded: &[(i64, &str, &str)]) {
+    let mut files: Vec<(i64, String)> = std::fs::read_dir(dir)
+        .expect("migrations directory")
+        .map(|e| {
+            let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+            let version = name
+                .split('_')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("a migration file name starts with its version");
+            (version, name)
+        })
+        .collect();
+    files.sort();
+    for (version, name) in &files {
+        let Some((_, _, sql)) = embedded.iter().find(|(v, _, _)| v == version) else {
+            panic!("{name} is not in MIGRATIONS");
+        };
+        let on_disk = std::fs::read_to_string(dir.join(name)).expect("read");
+        assert_eq!(*sql, on_disk, "{name} is embedded under another version");
+    }
+    assert_eq!(embedded.len(), files.len(), "no version without its file");
 }
